@@ -1,0 +1,3 @@
+"""Descant: an XMPP server."""
+
+__version__ = "0.1.0"

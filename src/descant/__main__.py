@@ -1,0 +1,3 @@
+from descant.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Client-to-server streams (RFC 6120)."""

@@ -1,0 +1,405 @@
+"""One client-to-server session over an asyncio stream (RFC 6120).
+
+State machine (one ordered task reads, parses and handles every element):
+
+    CONNECTED --header--> OPEN --starttls--> (TLS, restart) --header--> OPEN
+    OPEN --SASL success (§6)--> (restart) --header--> AUTHENTICATED
+    AUTHENTICATED --bind (§7)--> BOUND --</stream>, error, EOF--> CLOSED
+
+Before TLS, when ``c2s.require_tls`` is on, only <starttls/> is accepted; before
+authentication only SASL; before binding only the bind and legacy session iqs
+(§7.1). Once bound, every stanza is checked (kind, ``to``), stamped with the
+session's full JID as ``from`` (never the client's own, §8.1.2.1) and routed.
+Stream errors are sent with a header first when none was sent (§4.9.1.1) and
+close the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import logging
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+from descant.c2s import features
+from descant.c2s.sasl import SCRAM_MECHANISMS, Challenge, Failure, PlainAuth, ScramAuth, Step
+from descant.errors import StanzaError, StreamError
+from descant.jid import JID, InvalidJID, parse, prep_resource
+from descant.stanza import STANZA_KINDS, error_reply, iq_result
+from descant.stream.protocol import CLOSE, StreamClosed, StreamOpened, XMLStream
+from descant.xml import ns
+
+if TYPE_CHECKING:
+    from descant.host import Host
+    from descant.server import Server
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+# Beyond this much unsent output the client is not reading: drop it rather
+# than buffer without bound.
+MAX_WRITE_BUFFER = 16 * 1024 * 1024
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    OPEN = "open"
+    AUTHENTICATED = "authenticated"
+    BOUND = "bound"
+    CLOSED = "closed"
+
+
+class C2SSession:
+    def __init__(
+        self,
+        server: Server,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        direct_tls: bool = False,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.state = State.CONNECTED
+        self.secure = direct_tls
+        self.stream = XMLStream(ns.CLIENT, server.config.limits.max_stanza_size)
+        peer = writer.get_extra_info("peername")
+        self.ip: str = peer[0] if peer else "?"
+        self.host: Host | None = None  # type: ignore[assignment]
+        self.username: str | None = None
+        self.jid: JID = JID("", "", "")
+        self.jid_str = ""
+        self.priority = 0
+        self.presence: ET.Element | None = None
+        self.interested = False
+        self.directed: set[JID] = set()
+        self.sasl: ScramAuth | PlainAuth | None = None
+        self.auth_failures = 0
+        self.closing = False
+        self.data: dict[str, object] = {}  # per-session state owned by feature modules
+
+    # -- output ---------------------------------------------------------------
+
+    def write(self, text: str) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(text.encode("utf-8"))
+
+    def send(self, stanza: ET.Element) -> None:
+        """Queue a stanza for the client (the only delivery path)."""
+        transport = self.writer.transport
+        if transport.is_closing():
+            return
+        transport.write(self.stream.element(stanza).encode("utf-8"))
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("%s: output buffer full, closing", self.jid_str or self.ip)
+            asyncio.get_running_loop().create_task(self.close("policy-violation"))
+
+    async def close(self, condition: str | None = None, text: str | None = None) -> None:
+        """Close the stream, with a stream error when a condition is given."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            if not self.stream.header_sent:
+                self.write(self.stream.header(self._our_name()))
+            if condition:
+                self.write(self.stream.error(StreamError(condition, text)))
+            else:
+                self.write(CLOSE)
+        finally:
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        self.state = State.CLOSED
+        await self._unbind()
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001 - the transport may already be gone
+            pass
+
+    def _our_name(self) -> str:
+        return self.host.domain if self.host is not None else self.server.default_domain
+
+    # -- the task ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        limits = self.server.config.limits
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(
+            self.server.config.c2s.auth_timeout, self._auth_timeout
+        )
+        budget_start = time.monotonic()
+        budget_bytes = 0
+        try:
+            while not self.closing:
+                try:
+                    data = await self.reader.read(READ_SIZE)
+                except (ConnectionError, OSError):
+                    data = b""
+                if not data:
+                    break
+                # Floods: past c2s_rate bytes/s, stop reading until the rate is back.
+                budget_bytes += len(data)
+                elapsed = time.monotonic() - budget_start
+                if elapsed >= 1.0:
+                    budget_start, budget_bytes = time.monotonic(), len(data)
+                elif budget_bytes > limits.c2s_rate:
+                    await asyncio.sleep(budget_bytes / limits.c2s_rate - elapsed)
+                try:
+                    for ev in self.stream.feed(data):
+                        await self._handle(ev)
+                        if self.closing:
+                            break
+                except StreamError as err:
+                    log.info("%s: stream error %s", self.jid_str or self.ip, err)
+                    await self.close(err.condition, err.text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: internal error", self.jid_str or self.ip)
+            await self.close("internal-server-error")
+        finally:
+            deadline.cancel()
+            if not self.closing:
+                self.closing = True
+                await self._teardown()
+
+    def _auth_timeout(self) -> None:
+        if self.state in (State.CONNECTED, State.OPEN) and not self.closing:
+            asyncio.get_running_loop().create_task(self.close("connection-timeout"))
+
+    async def _handle(self, ev: object) -> None:
+        if isinstance(ev, ET.Element):
+            if self.state is State.BOUND:
+                await self._stanza(ev)
+            elif self.state is State.AUTHENTICATED:
+                await self._pre_bind(ev)
+            elif self.state is State.OPEN:
+                await self._negotiate(ev)
+            return
+        if isinstance(ev, StreamOpened):
+            await self._open(ev)
+        elif isinstance(ev, StreamClosed):
+            await self.close()
+
+    # -- stream header and features ------------------------------------------------
+
+    async def _open(self, ev: StreamOpened) -> None:
+        to = ev.attrs.get("to")
+        host = self.server.host_for(to) if to else None
+        if host is None and not to and len(self.server.hosts) == 1:
+            host = next(iter(self.server.hosts.values()))
+        if self.host is not None and host is not self.host:
+            raise StreamError("host-unknown", "the domain changed on restart")
+        if host is None:
+            self.write(self.stream.header(self.server.default_domain))
+            raise StreamError("host-unknown", f"{to!r} is not served here")
+        self.host = host
+        frm = ev.attrs.get("from")
+        lang = ev.attrs.get(ns.XML_LANG) or "en"
+        self.write(self.stream.header(host.domain, frm if frm and "@" in frm else None, lang))
+        self.stream.check_header(ev)
+        if self.state is State.CONNECTED:
+            self.state = State.OPEN
+        feats = features.build(self)
+        self.write(self.stream.element(feats))
+
+    @property
+    def tls_required(self) -> bool:
+        return self.server.config.c2s.require_tls and not self.secure
+
+    def mechanisms(self) -> list[str]:
+        if self.tls_required:
+            return []
+        mechs = [m for m in SCRAM_MECHANISMS if self.secure or not m.endswith("PLUS")]
+        if self.secure or self.server.config.c2s.allow_plain_without_tls:
+            mechs.append("PLAIN")
+        return mechs
+
+    # -- before authentication: STARTTLS and SASL ---------------------------------------
+
+    async def _negotiate(self, el: ET.Element) -> None:
+        tag = el.tag
+        if tag == "{%s}starttls" % ns.TLS:
+            await self._starttls()
+        elif tag.startswith("{%s}" % ns.SASL):
+            if self.tls_required:
+                self._sasl_failure(Failure("encryption-required"))
+                return
+            await self._sasl(el)
+        elif self.tls_required:
+            raise StreamError("policy-violation", "STARTTLS is required")
+        else:
+            raise StreamError("not-authorized", "authenticate first")
+
+    async def _starttls(self) -> None:
+        if self.secure:
+            raise StreamError("policy-violation", "TLS is already in place")
+        self.write("<proceed xmlns='%s'/>" % ns.TLS)
+        await self.writer.drain()
+        try:
+            await self.writer.start_tls(self.server.tls_context)
+        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.info("%s: TLS handshake failed: %s", self.ip, exc)
+            self.closing = True
+            await self._teardown()
+            return
+        self.secure = True
+        self.stream.restart()
+
+    async def _sasl(self, el: ET.Element) -> None:
+        local = el.tag.rpartition("}")[2]
+        if local == "abort":
+            self.sasl = None
+            self._sasl_failure(Failure("aborted"))
+            return
+        if local == "auth":
+            if self.server.auth_throttled(self.ip):
+                self._sasl_failure(Failure("temporary-auth-failure", "too many failed attempts"))
+                return
+            mech = el.get("mechanism", "")
+            if mech not in self.mechanisms():
+                self._sasl_failure(Failure("invalid-mechanism"))
+                return
+            assert self.host is not None
+            accounts = self.server.storage.accounts
+            if mech == "PLAIN":
+                self.sasl = PlainAuth(self.host.domain, accounts)
+            else:
+                cb = ("tls-server-end-point", self.server.cb_data) if self.secure else None
+                self.sasl = ScramAuth(mech, self.host.domain, accounts, cb)
+            initial = self._decode(el.text)
+            if initial is None:
+                return
+            await self._sasl_step(await self.sasl.start(initial if el.text else None))
+        elif local == "response":
+            if self.sasl is None:
+                self._sasl_failure(Failure("malformed-request", "no exchange in progress"))
+                return
+            data = self._decode(el.text)
+            if data is not None:
+                await self._sasl_step(await self.sasl.step(data))
+        else:
+            raise StreamError("unsupported-feature", f"unknown SASL element {local}")
+
+    def _decode(self, text: str | None) -> bytes | None:
+        text = (text or "").strip()
+        if text in ("", "="):
+            return b""
+        try:
+            return base64.b64decode(text, validate=True)
+        except ValueError:
+            self.sasl = None
+            self._sasl_failure(Failure("incorrect-encoding"))
+            return None
+
+    async def _sasl_step(self, step: Step) -> None:
+        if isinstance(step, Challenge):
+            data = base64.b64encode(step.data).decode() if step.data else "="
+            self.write(f"<challenge xmlns='{ns.SASL}'>{data}</challenge>")
+            return
+        self.sasl = None
+        if isinstance(step, Failure):
+            if step.condition == "not-authorized":
+                self.server.auth_failed(self.ip)
+                self.auth_failures += 1
+            self._sasl_failure(step)
+            if self.auth_failures >= self.server.config.limits.max_auth_failures:
+                await self.close("policy-violation", "too many failed authentication attempts")
+            return
+        assert self.host is not None
+        data = base64.b64encode(step.data).decode() if step.data else ""
+        self.write(f"<success xmlns='{ns.SASL}'>{data}</success>")
+        self.username = step.username
+        self.jid = JID(step.username, self.host.domain, "")
+        self.state = State.AUTHENTICATED
+        self.stream.restart()
+        log.info("%s authenticated from %s", self.jid, self.ip)
+
+    def _sasl_failure(self, f: Failure) -> None:
+        el = ET.Element("{%s}failure" % ns.SASL)
+        ET.SubElement(el, "{%s}%s" % (ns.SASL, f.condition))
+        if f.text:
+            ET.SubElement(el, "{%s}text" % ns.SASL).text = f.text
+        self.write(self.stream.element(el))
+
+    # -- after authentication: resource binding (RFC 6120 §7) --------------------------------
+
+    async def _pre_bind(self, el: ET.Element) -> None:
+        if el.tag != "iq" or not el.get("id"):
+            raise StreamError("not-authorized", "bind a resource first")
+        payload = el[0] if len(el) else None
+        if el.get("type") == "set" and payload is not None and payload.tag == "{%s}bind" % ns.BIND:
+            await self._bind(el, payload)
+        elif payload is not None and payload.tag == "{%s}session" % ns.SESSION:
+            self.write(self.stream.element(iq_result(el)))
+        else:
+            self.send(error_reply(el, StanzaError("not-authorized", "bind a resource first")))
+
+    async def _bind(self, iq: ET.Element, bind: ET.Element) -> None:
+        assert self.host is not None and self.username is not None
+        requested = (bind.findtext("{%s}resource" % ns.BIND) or "").strip()
+        try:
+            resource = prep_resource(requested) if requested else secrets.token_hex(6)
+        except InvalidJID as exc:
+            self.send(error_reply(iq, StanzaError("bad-request", str(exc))))
+            return
+        self.jid = JID(self.username, self.host.domain, resource)
+        self.jid_str = str(self.jid)
+        old = self.host.sessions.add(self)
+        if old is not None:
+            # RFC 6120 §7.7.2.2: the newer session wins; the older one is told why.
+            await old.close("conflict", "replaced by a new session")
+        self.state = State.BOUND
+        result = ET.Element("{%s}bind" % ns.BIND)
+        ET.SubElement(result, "{%s}jid" % ns.BIND).text = self.jid_str
+        self.send(iq_result(iq, result))
+        await self.host.events.fire("resource-bound", self)
+
+    async def _unbind(self) -> None:
+        host = self.host
+        if host is None or self.state is not State.CLOSED or not self.jid.resource:
+            return
+        if host.sessions.remove(self):
+            try:
+                await host.events.fire("resource-unbound", self)
+            except Exception:
+                log.exception("%s: error while unbinding", self.jid_str)
+        self.jid = JID(self.jid.local, self.jid.domain, "")
+
+    # -- bound: stanzas ------------------------------------------------------------------
+
+    async def _stanza(self, el: ET.Element) -> None:
+        kind = el.tag
+        if kind not in STANZA_KINDS:
+            raise StreamError("unsupported-stanza-type", f"<{kind}/> is not a stanza")
+        to = el.get("to")
+        if to is not None:
+            try:
+                parse(to)
+            except InvalidJID as exc:
+                el.set("from", self.jid_str)
+                if el.get("type") != "error":
+                    self.send(self._local_error(el, StanzaError("jid-malformed", str(exc))))
+                return
+        if kind == "iq" and (not el.get("id") or el.get("type") not in _IQ_TYPES):
+            el.set("from", self.jid_str)
+            self.send(self._local_error(el, StanzaError("bad-request", "iq needs id and type")))
+            return
+        el.set("from", self.jid_str)
+        assert self.host is not None
+        await self.server.router.route(el, self)
+
+    def _local_error(self, el: ET.Element, err: StanzaError) -> ET.Element:
+        reply = error_reply(el, err)
+        reply.attrib.pop("from", None)
+        reply.set("to", self.jid_str)
+        return reply
+
+
+_IQ_TYPES = frozenset({"get", "set", "result", "error"})

@@ -1,0 +1,209 @@
+"""The ``descant`` command: serve, user, cert, check.
+
+Every command takes ``--config PATH`` (fallback: the DESCANT_CONFIG
+environment variable; without either, the embedded defaults). Problems are
+reported in one line on stderr with exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+
+from descant import __version__
+from descant.accounts import make_account
+from descant.config import Config, ConfigError, load
+from descant.jid import InvalidJID, parse
+from descant.storage import open_storage
+from descant.storage.api import AccountExists, Storage
+
+
+class CLIError(Exception):
+    pass
+
+
+def _storage(cfg: Config) -> Storage:
+    return open_storage(cfg.storage.url, cfg.server.data_dir)
+
+
+def _account_jid(cfg: Config, s: str) -> tuple[str, str]:
+    try:
+        jid = parse(s)
+    except InvalidJID as exc:
+        raise CLIError(f"{s!r} is not a valid JID: {exc}") from None
+    if not jid.local or jid.resource:
+        raise CLIError(f"{s!r} is not an account JID (user@domain)")
+    if jid.domain not in cfg.server.domains:
+        raise CLIError(f"domain {jid.domain!r} is not served (server.domains)")
+    return jid.domain, jid.local
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        pw: str = args.password
+    elif not sys.stdin.isatty():
+        pw = sys.stdin.readline().rstrip("\n")
+    else:
+        pw = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != pw:
+            raise CLIError("the passwords do not match")
+    if not pw:
+        raise CLIError("the password is empty")
+    return pw
+
+
+async def _with_storage(cfg: Config, fn: Callable[[Storage], Awaitable[int]]) -> int:
+    storage = _storage(cfg)
+    await storage.open()
+    try:
+        return await fn(storage)
+    finally:
+        await storage.close()
+
+
+def cmd_user(cfg: Config, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        domain = args.domain
+
+        async def run_list(st: Storage) -> int:
+            for host, user in await st.accounts.list(domain):
+                print(f"{user}@{host}")
+            return 0
+
+        return asyncio.run(_with_storage(cfg, run_list))
+    host, user = _account_jid(cfg, args.jid)
+    if args.action == "add":
+        pw = _password(args)
+
+        async def run_add(st: Storage) -> int:
+            try:
+                await st.accounts.create(make_account(host, user, pw))
+            except AccountExists:
+                raise CLIError(f"{user}@{host} already exists") from None
+            print(f"created {user}@{host}")
+            return 0
+
+        return asyncio.run(_with_storage(cfg, run_add))
+    if args.action == "passwd":
+
+        async def run_passwd(st: Storage) -> int:
+            if await st.accounts.get(host, user) is None:
+                raise CLIError(f"{user}@{host} does not exist")
+            await st.accounts.set_credentials(make_account(host, user, _password(args)))
+            print(f"password changed for {user}@{host}")
+            return 0
+
+        return asyncio.run(_with_storage(cfg, run_passwd))
+
+    async def run_del(st: Storage) -> int:
+        if not await st.accounts.delete(host, user):
+            raise CLIError(f"{user}@{host} does not exist")
+        print(f"deleted {user}@{host}")
+        return 0
+
+    return asyncio.run(_with_storage(cfg, run_del))
+
+
+def cmd_cert(cfg: Config, args: argparse.Namespace) -> int:
+    from descant.net.tls import make_self_signed
+
+    domains = args.domains or cfg.server.domains
+    out = os.path.join(cfg.server.data_dir, "certs")
+    cert, key = os.path.join(out, f"{domains[0]}.crt"), os.path.join(out, f"{domains[0]}.key")
+    make_self_signed(domains, cert, key)
+    print(f"certificate: {cert}\nkey:         {key}")
+    return 0
+
+
+def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
+    from descant.net.tls import covers, describe
+
+    problems: list[str] = []
+    print(f"config: {cfg.path or 'embedded defaults'}")
+    print(f"domains: {', '.join(cfg.server.domains)}")
+    if cfg.tls.cert:
+        for path in (cfg.tls.cert, cfg.tls.key):
+            if not os.path.isfile(path):
+                problems.append(f"tls: {path} does not exist")
+        if not problems:
+            try:
+                names, expiry = describe(cfg.tls.cert)
+            except (ValueError, OSError) as exc:
+                problems.append(f"tls.cert: cannot read certificate: {exc}")
+            else:
+                for d in cfg.server.domains:
+                    if not covers(names, d):
+                        problems.append(f"tls.cert: does not cover {d} (names: {names})")
+                print(f"certificate expires {expiry:%Y-%m-%d}")
+    else:
+        print("tls: self-signed certificate in data_dir (made on first start)")
+    try:
+        asyncio.run(_with_storage(cfg, lambda st: _zero()))
+        print(f"storage: {cfg.storage.url.split('@')[-1]} ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the operator
+        problems.append(f"storage.url: cannot open: {exc}")
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    print("ok" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+async def _zero() -> int:
+    return 0
+
+
+def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
+    from descant.server import Server
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(Server(cfg).serve_forever())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="descant", description="Descant XMPP server")
+    p.add_argument("--config", help="TOML config file (default: $DESCANT_CONFIG or built-in)")
+    p.add_argument("--version", action="version", version=f"descant {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the server in the foreground")
+    u = sub.add_parser("user", help="manage accounts").add_subparsers(dest="action", required=True)
+    for name, helptext in (("add", "create an account"), ("passwd", "change a password")):
+        a = u.add_parser(name, help=helptext)
+        a.add_argument("jid")
+        a.add_argument("--password", help="the password (prompted, or read from stdin, if absent)")
+    u.add_parser("del", help="delete an account and its data").add_argument("jid")
+    u.add_parser("list", help="list accounts").add_argument("domain", nargs="?")
+    c = sub.add_parser("cert", help="make a self-signed certificate")
+    c.add_argument("domains", nargs="*")
+    sub.add_parser("check", help="validate the configuration and certificates")
+    return p
+
+
+COMMANDS = {"serve": cmd_serve, "user": cmd_user, "cert": cmd_cert, "check": cmd_check}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load(args.config)
+        logging.basicConfig(
+            level=cfg.log.level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        return COMMANDS[args.command](cfg, args)
+    except (ConfigError, CLIError) as exc:
+        print(f"descant: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

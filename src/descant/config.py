@@ -1,0 +1,216 @@
+"""Configuration: one TOML file → frozen dataclasses, validated key by key.
+
+Every key has a default (the embedded configuration ``descant serve`` runs
+with when given no file). Unknown keys and values of the wrong type or range
+raise :class:`ConfigError` naming the key, which the CLI prints without a
+traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin, get_type_hints
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    domains: list[str] = field(default_factory=lambda: ["localhost"])
+    data_dir: str = "data"
+    admins: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class C2SConfig:
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:5222"])
+    tls_listen: list[str] = field(default_factory=list)
+    require_tls: bool = True
+    # Benchmarks and test rigs only: SASL PLAIN on an unencrypted stream.
+    allow_plain_without_tls: bool = False
+    auth_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class S2SConfig:
+    listen: list[str] = field(default_factory=lambda: ["0.0.0.0:5269"])
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    listen: list[str] = field(default_factory=lambda: ["127.0.0.1:5280"])
+
+
+@dataclass(frozen=True)
+class MUCConfig:
+    domain_prefix: str = "conference"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = "sqlite:///data/descant.db"
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_stanza_size: int = 262144
+    max_connections_per_ip: int = 100
+    max_auth_failures: int = 5
+    auth_failure_window: float = 60.0
+    # Bytes a c2s connection may send per second before reading is paused.
+    c2s_rate: int = 1048576
+    offline_max_messages: int = 1000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    c2s: C2SConfig = field(default_factory=C2SConfig)
+    s2s: S2SConfig = field(default_factory=S2SConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    muc: MUCConfig = field(default_factory=MUCConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    path: str | None = None
+
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "limits.max_stanza_size": (1024, 64 * 1024 * 1024),
+    "limits.max_connections_per_ip": (1, 1_000_000),
+    "limits.max_auth_failures": (1, 1000),
+    "limits.auth_failure_window": (1, 86400),
+    "limits.c2s_rate": (1024, 1 << 40),
+    "limits.offline_max_messages": (0, 1_000_000),
+    "c2s.auth_timeout": (1, 3600),
+}
+_CHOICES = {"log.level": ("debug", "info", "warning", "error")}
+
+
+def _check_value(key: str, hint: Any, value: Any) -> Any:
+    origin = get_origin(hint)
+    if origin is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_check_value(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if key in _RANGES:
+        lo, hi = _RANGES[key]
+        if not lo <= value <= hi:
+            raise ConfigError(f"{key}: {value} is outside {lo:g}..{hi:g}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(_CHOICES[key])}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names or key == "path":
+            raise ConfigError(f"{full}: unknown key")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a table [{full}]")
+            kwargs[key] = _build(hint, value, f"{full}.")  # type: ignore[arg-type]
+        else:
+            kwargs[key] = _check_value(full, hint, value)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    from descant.jid import InvalidJID, prep_domain
+
+    if not cfg.server.domains:
+        raise ConfigError("server.domains: at least one domain is required")
+    for i, d in enumerate(cfg.server.domains):
+        try:
+            if prep_domain(d) != d:
+                raise ConfigError(f"server.domains[{i}]: {d!r} is not in canonical form")
+        except InvalidJID as exc:
+            raise ConfigError(f"server.domains[{i}]: {exc}") from None
+    for section in ("c2s", "s2s", "http"):
+        sect = getattr(cfg, section)
+        for key in ("listen", "tls_listen"):
+            for i, addr in enumerate(getattr(sect, key, [])):
+                try:
+                    parse_listen(addr)
+                except ValueError as exc:
+                    raise ConfigError(f"{section}.{key}[{i}]: {exc}") from None
+    if bool(cfg.tls.cert) != bool(cfg.tls.key):
+        raise ConfigError("tls.cert and tls.key must be given together")
+    url = cfg.storage.url
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
+        raise ConfigError(f"storage.url: unsupported scheme in {url!r}")
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' → (host, port)."""
+    host, sep, port_s = addr.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{addr!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"{addr!r} has an invalid port")
+    return host, int(port_s)
+
+
+def load(path: str | None = None) -> Config:
+    """Load a config file (or the embedded defaults when path is None)."""
+    if path is None:
+        path = os.environ.get("DESCANT_CONFIG") or None
+    if path is None:
+        cfg = Config()
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        cfg = _build(Config, data, "")
+        cfg = dataclasses.replace(cfg, path=os.path.abspath(path))
+    _validate(cfg)
+    return cfg
+
+
+def data_path(cfg: Config, *parts: str) -> str:
+    return os.path.join(cfg.server.data_dir, *parts)
+
+
+__all__ = ["Config", "ConfigError", "data_path", "load", "parse_listen"]

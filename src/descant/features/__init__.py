@@ -1,0 +1,22 @@
+"""Feature modules; DEFAULT_MODULES is what every host loads, in order."""
+
+from __future__ import annotations
+
+from descant.features.disco import DiscoModule
+from descant.features.message import MessageModule
+from descant.features.offline import OfflineModule
+from descant.features.ping import PingModule
+from descant.features.presence import PresenceModule
+from descant.features.roster import RosterModule
+from descant.features.version import VersionModule
+from descant.modules import Module
+
+DEFAULT_MODULES: list[type[Module]] = [
+    DiscoModule,
+    MessageModule,
+    RosterModule,
+    PresenceModule,
+    OfflineModule,
+    PingModule,
+    VersionModule,
+]

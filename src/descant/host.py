@@ -1,0 +1,49 @@
+"""A Host is one served domain: its event bus, sessions, modules and the
+items modules provide (disco features and identities, stream features)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+from descant.events import EventBus
+from descant.modules import Module, load_modules
+from descant.routing.sessions import SessionRegistry
+
+if TYPE_CHECKING:
+    from descant.server import Server
+    from descant.storage.api import Storage
+
+
+class Host:
+    def __init__(self, server: Server, domain: str) -> None:
+        self.server = server
+        self.domain = domain
+        self.events = EventBus()
+        self.sessions = SessionRegistry()
+        self.modules: dict[str, Module] = {}
+        self.features: set[str] = set()
+        self.identities: list[tuple[str, str, str]] = []
+        self.stream_features: list[ET.Element] = []
+
+    @property
+    def storage(self) -> Storage:
+        return self.server.storage
+
+    def load(self, classes: list[type[Module]]) -> None:
+        self.modules = load_modules(self, classes)
+
+    def add_feature(self, *names: str) -> None:
+        self.features.update(names)
+
+    def add_identity(self, category: str, type_: str, name: str = "") -> None:
+        self.identities.append((category, type_, name))
+
+    async def start(self) -> None:
+        for mod in self.modules.values():
+            await mod.start()
+
+    async def stop(self) -> None:
+        for mod in self.modules.values():
+            await mod.stop()
+            mod.unload()

@@ -1,0 +1,62 @@
+"""Module base class and loading: every feature is a Module on a Host.
+
+A module declares ``name`` and hooks events in :meth:`load` through
+:meth:`hook`, which records them so :meth:`unload` removes them. It may add
+disco features and identities to its host. The same API serves users'
+own modules (docs/modules.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, ClassVar
+
+from descant.events import Handler
+
+if TYPE_CHECKING:
+    from descant.host import Host
+    from descant.server import Server
+
+
+class Module:
+    name: ClassVar[str] = ""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.server: Server = host.server
+        self.log = logging.getLogger(f"descant.{self.name}")
+        self._hooks: list[tuple[str, Handler]] = []
+
+    def hook(self, event: str, handler: Handler, priority: int = 0) -> None:
+        self.host.events.hook(event, handler, priority)
+        self._hooks.append((event, handler))
+
+    def hook_iq(self, type_: str, to: str, payload: str, handler: Handler) -> None:
+        """Hook ``iq-<type>/<to>/<payload>``; ``to`` may list several kinds."""
+        for kind in to.split(","):
+            self.hook(f"iq-{type_}/{kind}/{payload}", handler)
+
+    def load(self) -> None:
+        """Register hooks and items; called once when the host starts."""
+
+    async def start(self) -> None:
+        """Optional async start-up after every module is loaded."""
+
+    async def stop(self) -> None:
+        """Release resources at shutdown."""
+
+    def unload(self) -> None:
+        for event, handler in self._hooks:
+            self.host.events.unhook(event, handler)
+        self._hooks.clear()
+
+
+def load_modules(host: Host, classes: list[type[Module]]) -> dict[str, Module]:
+    out: dict[str, Module] = {}
+    for cls in classes:
+        mod = cls(host)
+        mod.load()
+        out[cls.name] = mod
+    return out
+
+

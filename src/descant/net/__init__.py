@@ -1,0 +1,1 @@
+"""Transports: listeners, connections and TLS."""

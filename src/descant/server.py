@@ -1,0 +1,152 @@
+"""The Server: configuration, storage, hosts, router, listeners and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+import ssl
+import time
+
+from descant.c2s.session import C2SSession
+from descant.config import Config, parse_listen
+from descant.events import EventBus
+from descant.host import Host
+from descant.net import tls
+from descant.routing.router import Router
+from descant.storage import open_storage
+from descant.storage.api import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    def __init__(self, config: Config, storage: Storage | None = None) -> None:
+        self.config = config
+        self.storage: Storage = storage or open_storage(
+            config.storage.url, config.server.data_dir
+        )
+        self.events = EventBus()
+        self.router = Router(self)
+        self.hosts: dict[str, Host] = {}
+        self.default_domain = config.server.domains[0]
+        self.tls_context: ssl.SSLContext | None = None
+        self.cb_data = b""
+        self.sessions: set[C2SSession] = set()
+        self._listeners: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._auth_failures: dict[str, collections.deque[float]] = {}
+        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._stopped = asyncio.Event()
+        self.bound_ports: dict[str, list[int]] = {}
+
+    def host_for(self, domain: str) -> Host | None:
+        host = self.hosts.get(domain)
+        if host is None:
+            try:
+                from descant.jid import prep_domain
+
+                host = self.hosts.get(prep_domain(domain))
+            except ValueError:
+                return None
+        return host
+
+    # -- life cycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from descant.features import DEFAULT_MODULES
+
+        cfg = self.config
+        await self.storage.open()
+        cert, key = tls.ensure_certificate(
+            cfg.server.domains, cfg.server.data_dir, cfg.tls.cert, cfg.tls.key
+        )
+        self.tls_context = tls.server_context(cert, key)
+        self.cb_data = tls.end_point_binding(cert)
+        if cfg.c2s.allow_plain_without_tls:
+            log.warning("c2s.allow_plain_without_tls is on: passwords may cross the network in clear")
+        for domain in cfg.server.domains:
+            host = Host(self, domain)
+            host.load(DEFAULT_MODULES)
+            self.hosts[domain] = host
+        for host in self.hosts.values():
+            await host.start()
+        for addr in cfg.c2s.listen:
+            await self._listen("c2s", addr, None)
+        for addr in cfg.c2s.tls_listen:
+            await self._listen("c2s_tls", addr, self.tls_context)
+        log.info("Descant serving %s", ", ".join(cfg.server.domains))
+
+    async def _listen(self, kind: str, addr: str, ctx: ssl.SSLContext | None) -> None:
+        host, port = parse_listen(addr)
+        srv = await asyncio.start_server(
+            lambda r, w: self._accept(r, w, ctx is not None), host, port, ssl=ctx, limit=1 << 20
+        )
+        self._listeners.append(srv)
+        ports = [s.getsockname()[1] for s in srv.sockets]
+        self.bound_ports.setdefault(kind, []).extend(ports)
+        log.info("%s listening on %s (port %s)", kind, addr, ports[0] if ports else port)
+
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direct_tls: bool
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else "?"
+        if self._per_ip[ip] >= self.config.limits.max_connections_per_ip:
+            log.warning("refusing connection from %s: too many connections", ip)
+            writer.close()
+            return
+        self._per_ip[ip] += 1
+        session = C2SSession(self, reader, writer, direct_tls)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    async def stop(self) -> None:
+        """Close listeners, end every stream with <system-shutdown/>, flush storage."""
+        for srv in self._listeners:
+            srv.close()
+        for session in list(self.sessions):
+            await session.close("system-shutdown")
+        for srv in self._listeners:
+            await srv.wait_closed()
+        for host in self.hosts.values():
+            await host.stop()
+        await self.storage.close()
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down cleanly."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+        await self.stop()
+
+    # -- protection ---------------------------------------------------------------------
+
+    def auth_failed(self, ip: str) -> None:
+        q = self._auth_failures.setdefault(ip, collections.deque(maxlen=64))
+        q.append(time.monotonic())
+
+    def auth_throttled(self, ip: str) -> bool:
+        q = self._auth_failures.get(ip)
+        if not q:
+            return False
+        window = self.config.limits.auth_failure_window
+        now = time.monotonic()
+        while q and now - q[0] > window:
+            q.popleft()
+        if not q:
+            del self._auth_failures[ip]
+            return False
+        return len(q) >= self.config.limits.max_auth_failures

@@ -1,0 +1,85 @@
+"""Small helpers over stanza elements (``xml.etree.ElementTree.Element``).
+
+Stanzas are never mutated after the session stamps them on entry; fan-out and
+rewrites use :func:`retarget`, a shallow copy sharing the (read-only) children.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from itertools import count
+
+from descant.errors import StanzaError
+
+STANZA_KINDS = frozenset({"message", "presence", "iq"})
+
+_ids = count(1)
+
+
+def new_id(prefix: str = "d") -> str:
+    return f"{prefix}{next(_ids):x}"
+
+
+def retarget(stanza: ET.Element, **attrs: str | None) -> ET.Element:
+    """A shallow copy with some top-level attributes replaced (None removes)."""
+    attrib = dict(stanza.attrib)
+    for k, v in attrs.items():
+        k = k.rstrip("_")
+        if v is None:
+            attrib.pop(k, None)
+        else:
+            attrib[k] = v
+    out = ET.Element(stanza.tag, attrib)
+    out.text = stanza.text
+    out.extend(stanza)
+    return out
+
+
+def error_reply(stanza: ET.Element, err: StanzaError, by: str | None = None) -> ET.Element:
+    """The error answer to a stanza: addresses swapped, original payload kept
+    for message/presence (RFC 6120 §8.3.1 allows it; clients correlate by it)."""
+    attrib = {"type": "error"}
+    for src, dst in (("from", "to"), ("to", "from"), ("id", "id")):
+        v = stanza.get(src)
+        if v is not None:
+            attrib[dst] = v
+    out = ET.Element(stanza.tag, attrib)
+    if stanza.tag != "iq":
+        out.extend(stanza)
+    elif len(stanza):
+        out.append(stanza[0])
+    out.append(err.to_element(by))
+    return out
+
+
+def iq_result(stanza: ET.Element, payload: ET.Element | None = None) -> ET.Element:
+    attrib = {"type": "result", "id": stanza.get("id", "")}
+    frm, to = stanza.get("from"), stanza.get("to")
+    if frm:
+        attrib["to"] = frm
+    if to:
+        attrib["from"] = to
+    out = ET.Element("iq", attrib)
+    if payload is not None:
+        out.append(payload)
+    return out
+
+
+def child(stanza: ET.Element, tag: str) -> ET.Element | None:
+    return stanza.find(tag)
+
+
+def text_of(stanza: ET.Element, tag: str) -> str | None:
+    el = stanza.find(tag)
+    return None if el is None else (el.text or "")
+
+
+def payload_key(stanza: ET.Element) -> str | None:
+    """'ns:tag' of an iq's first child, the key iq handlers are hooked on."""
+    if not len(stanza):
+        return None
+    tag = stanza[0].tag
+    if tag[0] == "{":
+        uri, _, local = tag[1:].partition("}")
+        return f"{uri}:{local}"
+    return f"jabber:client:{tag}"

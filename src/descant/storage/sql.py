@@ -1,0 +1,401 @@
+"""The one SQL implementation of every store, over a small ``Database`` abstraction.
+
+SQLite (sqlite.py) and PostgreSQL (postgres.py) differ only in how they connect, run a
+statement and hold a transaction; the stores below are written once, with ``?``
+placeholders and SQL both engines accept (``INSERT ... ON CONFLICT``, ``RETURNING``).
+What the engines disagree on lives in ``Dialect``: placeholder style and how a time is
+stored. Schema differences (BLOB vs BYTEA, autoincrement) live in the per-dialect
+migration files (migrations.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Protocol
+
+from descant.storage import migrations
+from descant.storage.api import (
+    Account,
+    AccountExists,
+    AccountStore,
+    KeyValueStore,
+    NoSuchAccount,
+    OfflineStore,
+    RosterItem,
+    RosterStore,
+    ScramCredentials,
+)
+
+Row = tuple[Any, ...]
+
+
+class Executor(Protocol):
+    """Runs statements written with ``?`` placeholders."""
+
+    async def execute(self, sql: str, *params: object) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    async def fetchone(self, sql: str, *params: object) -> Row | None: ...
+
+    async def fetchall(self, sql: str, *params: object) -> list[Row]: ...
+
+
+class Database(Executor, Protocol):
+    """One engine: connection handling plus the ``Executor`` calls.
+
+    Statements issued on the database itself each run on their own (autocommit);
+    ``transaction()`` yields an ``Executor`` whose statements commit together, or roll back
+    if the block raises. Transactions do not nest.
+    """
+
+    dialect: Dialect
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
+
+
+def require_utc(stamp: datetime) -> datetime:
+    """The same instant in UTC; naive times are refused since their zone is a guess."""
+    if stamp.tzinfo is None or stamp.utcoffset() is None:
+        raise ValueError(f"timezone-aware datetime required, got naive {stamp!r}")
+    return stamp.astimezone(UTC)
+
+
+@lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    # Our statements never hold a literal "?", so a plain scan is safe.
+    counter = iter(range(1, 10_000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between engines, kept in one place.
+
+    ``name`` selects the migration files; ``numbered_params`` turns ``?`` into ``$1..$n``
+    (asyncpg); ``native_time`` means the driver stores aware datetimes itself
+    (TIMESTAMPTZ), otherwise times are ISO 8601 text in UTC, which sorts correctly.
+    """
+
+    name: str
+    numbered_params: bool
+    native_time: bool
+
+    def sql(self, statement: str) -> str:
+        return _numbered(statement) if self.numbered_params else statement
+
+    def encode_time(self, stamp: datetime) -> object:
+        utc = require_utc(stamp)
+        return utc if self.native_time else utc.isoformat(timespec="microseconds")
+
+    def decode_time(self, value: Any) -> datetime:
+        stamp = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        return require_utc(stamp)
+
+
+SQLITE = Dialect(name="sqlite", numbered_params=False, native_time=False)
+POSTGRES = Dialect(name="postgres", numbered_params=True, native_time=True)
+
+
+def _scram(row: Row, start: int) -> ScramCredentials:
+    return ScramCredentials(
+        salt=bytes(row[start]),
+        iterations=int(row[start + 1]),
+        stored_key=bytes(row[start + 2]),
+        server_key=bytes(row[start + 3]),
+    )
+
+
+def _scram_params(account: Account) -> tuple[object, ...]:
+    return tuple(
+        value
+        for creds in (account.sha1, account.sha256)
+        for value in (creds.salt, creds.iterations, creds.stored_key, creds.server_key)
+    )
+
+
+_KEY_COLUMNS = (
+    "sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, "
+    "sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key"
+)
+
+# Every table besides accounts holding per-user rows; deleting an account empties them all.
+USER_DATA_TABLES = ("roster", "roster_version", "roster_pending_in", "offline", "keyval")
+
+
+class SqlAccountStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, account: Account) -> None:
+        # ON CONFLICT DO NOTHING + rowcount instead of catching each driver's own
+        # unique-violation exception.
+        changed = await self._db.execute(
+            f"INSERT INTO accounts (host, username, {_KEY_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (host, username) DO NOTHING",
+            account.host,
+            account.username,
+            *_scram_params(account),
+        )
+        if not changed:
+            raise AccountExists(f"{account.username}@{account.host}")
+
+    async def get(self, host: str, username: str) -> Account | None:
+        row = await self._db.fetchone(
+            f"SELECT {_KEY_COLUMNS} FROM accounts WHERE host = ? AND username = ?",
+            host,
+            username,
+        )
+        if row is None:
+            return None
+        return Account(host=host, username=username, sha1=_scram(row, 0), sha256=_scram(row, 4))
+
+    async def set_credentials(self, account: Account) -> None:
+        assignments = ", ".join(f"{column} = ?" for column in _KEY_COLUMNS.split(", "))
+        changed = await self._db.execute(
+            f"UPDATE accounts SET {assignments} WHERE host = ? AND username = ?",
+            *_scram_params(account),
+            account.host,
+            account.username,
+        )
+        if not changed:
+            raise NoSuchAccount(f"{account.username}@{account.host}")
+
+    async def delete(self, host: str, username: str) -> bool:
+        async with self._db.transaction() as tx:
+            for table in USER_DATA_TABLES:
+                await tx.execute(
+                    f"DELETE FROM {table} WHERE host = ? AND username = ?", host, username
+                )
+            changed = await tx.execute(
+                "DELETE FROM accounts WHERE host = ? AND username = ?", host, username
+            )
+        return changed > 0
+
+    async def list(self, host: str | None = None) -> list[tuple[str, str]]:
+        if host is None:
+            rows = await self._db.fetchall("SELECT host, username FROM accounts")
+        else:
+            rows = await self._db.fetchall(
+                "SELECT host, username FROM accounts WHERE host = ?", host
+            )
+        # Sorted in Python: SQL ORDER BY follows the database collation, which differs
+        # between engines and locales; code point order is the same everywhere.
+        return sorted((str(h), str(u)) for h, u in rows)
+
+
+_ROSTER_COLUMNS = "jid, name, subscription, ask, approved, groups_json"
+
+
+def _roster_item(row: Row) -> RosterItem:
+    jid, name, subscription, ask, approved, groups_json = row
+    return RosterItem(
+        jid=jid,
+        name=name,
+        subscription=subscription,
+        ask=bool(ask),
+        approved=bool(approved),
+        groups=tuple(json.loads(groups_json)),
+    )
+
+
+class SqlRosterStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get_roster(self, host: str, user: str) -> tuple[str, dict[str, RosterItem]]:
+        # Version first: a write racing between the two reads then pairs newer items with
+        # an older version, and the client merely receives that change again as a push.
+        version = await self.get_version(host, user)
+        rows = await self._db.fetchall(
+            f"SELECT {_ROSTER_COLUMNS} FROM roster WHERE host = ? AND username = ?", host, user
+        )
+        items = (_roster_item(row) for row in rows)
+        return version, {item.jid: item for item in items}
+
+    async def get_item(self, host: str, user: str, jid: str) -> RosterItem | None:
+        row = await self._db.fetchone(
+            f"SELECT {_ROSTER_COLUMNS} FROM roster WHERE host = ? AND username = ? AND jid = ?",
+            host,
+            user,
+            jid,
+        )
+        return None if row is None else _roster_item(row)
+
+    async def put_item(self, host: str, user: str, item: RosterItem) -> str:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                f"INSERT INTO roster (host, username, {_ROSTER_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (host, username, jid) DO UPDATE SET "
+                "name = excluded.name, subscription = excluded.subscription, "
+                "ask = excluded.ask, approved = excluded.approved, "
+                "groups_json = excluded.groups_json",
+                host,
+                user,
+                item.jid,
+                item.name,
+                item.subscription,
+                item.ask,
+                item.approved,
+                json.dumps(list(item.groups), ensure_ascii=False),
+            )
+            return await self._bump_version(tx, host, user)
+
+    async def remove_item(self, host: str, user: str, jid: str) -> str:
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM roster WHERE host = ? AND username = ? AND jid = ?", host, user, jid
+            )
+            return await self._bump_version(tx, host, user)
+
+    @staticmethod
+    async def _bump_version(tx: Executor, host: str, user: str) -> str:
+        row = await tx.fetchone(
+            "INSERT INTO roster_version (host, username, version) VALUES (?, ?, 1) "
+            "ON CONFLICT (host, username) DO UPDATE "
+            "SET version = roster_version.version + 1 RETURNING version",
+            host,
+            user,
+        )
+        assert row is not None  # RETURNING always yields the upserted row
+        return str(row[0])
+
+    async def get_version(self, host: str, user: str) -> str:
+        row = await self._db.fetchone(
+            "SELECT version FROM roster_version WHERE host = ? AND username = ?", host, user
+        )
+        return "0" if row is None else str(row[0])
+
+    async def add_pending_in(self, host: str, user: str, contact: str, stanza: str) -> None:
+        # Delete then insert, so a repeated request takes a new place in arrival order.
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM roster_pending_in WHERE host = ? AND username = ? AND contact = ?",
+                host,
+                user,
+                contact,
+            )
+            await tx.execute(
+                "INSERT INTO roster_pending_in (host, username, contact, stanza) "
+                "VALUES (?, ?, ?, ?)",
+                host,
+                user,
+                contact,
+                stanza,
+            )
+
+    async def remove_pending_in(self, host: str, user: str, contact: str) -> bool:
+        changed = await self._db.execute(
+            "DELETE FROM roster_pending_in WHERE host = ? AND username = ? AND contact = ?",
+            host,
+            user,
+            contact,
+        )
+        return changed > 0
+
+    async def list_pending_in(self, host: str, user: str) -> list[tuple[str, str]]:
+        rows = await self._db.fetchall(
+            "SELECT contact, stanza FROM roster_pending_in "
+            "WHERE host = ? AND username = ? ORDER BY id",
+            host,
+            user,
+        )
+        return [(str(contact), str(stanza)) for contact, stanza in rows]
+
+
+class SqlOfflineStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def push(self, host: str, user: str, stanza: str, stamp: datetime) -> None:
+        await self._db.execute(
+            "INSERT INTO offline (host, username, stanza, stamp) VALUES (?, ?, ?, ?)",
+            host,
+            user,
+            stanza,
+            self._db.dialect.encode_time(stamp),
+        )
+
+    async def pop_all(self, host: str, user: str) -> list[tuple[str, datetime]]:
+        # One DELETE ... RETURNING is atomic, so two sessions popping at once cannot both
+        # receive a message. RETURNING has no defined order; sort by id afterwards.
+        rows = await self._db.fetchall(
+            "DELETE FROM offline WHERE host = ? AND username = ? RETURNING id, stanza, stamp",
+            host,
+            user,
+        )
+        decode = self._db.dialect.decode_time
+        return [(str(stanza), decode(stamp)) for _, stanza, stamp in sorted(rows)]
+
+    async def count(self, host: str, user: str) -> int:
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM offline WHERE host = ? AND username = ?", host, user
+        )
+        return 0 if row is None else int(row[0])
+
+
+class SqlKeyValueStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, host: str, user: str, store: str, key: str) -> str | None:
+        row = await self._db.fetchone(
+            "SELECT value FROM keyval WHERE host = ? AND username = ? AND store = ? AND key = ?",
+            host,
+            user,
+            store,
+            key,
+        )
+        return None if row is None else str(row[0])
+
+    async def set(self, host: str, user: str, store: str, key: str, value: str | None) -> None:
+        if value is None:
+            await self._db.execute(
+                "DELETE FROM keyval WHERE host = ? AND username = ? AND store = ? AND key = ?",
+                host,
+                user,
+                store,
+                key,
+            )
+            return
+        await self._db.execute(
+            "INSERT INTO keyval (host, username, store, key, value) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (host, username, store, key) DO UPDATE SET value = excluded.value",
+            host,
+            user,
+            store,
+            key,
+            value,
+        )
+
+
+class SqlStorage:
+    """``Storage`` over any ``Database``; ``open()`` connects and migrates."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.accounts: AccountStore = SqlAccountStore(db)
+        self.roster: RosterStore = SqlRosterStore(db)
+        self.offline: OfflineStore = SqlOfflineStore(db)
+        self.keyval: KeyValueStore = SqlKeyValueStore(db)
+
+    async def open(self) -> None:
+        await self.db.connect()
+        try:
+            await migrations.migrate(self.db)
+        except BaseException:
+            await self.db.close()
+            raise
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,1 @@
+"""XML for XMPP: restricted incremental parsing and stream-aware serialization."""

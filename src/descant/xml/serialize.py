@@ -1,0 +1,82 @@
+"""Serialization of elements for one stream.
+
+Elements without a namespace belong to the stream's content namespace
+(see parser.py); they are written without ``xmlns`` when their parent is in
+the same namespace, and re-qualified where they are nested under a foreign one
+(e.g. a forwarded ``<message/>``). Output is text; the connection encodes it.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from descant.xml import ns
+
+_PREFIXED_ATTR = {ns.XML_LANG: "xml:lang"}
+
+
+def escape_text(s: str) -> str:
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    return s
+
+
+def escape_attr(s: str) -> str:
+    s = escape_text(s)
+    if "'" in s:
+        s = s.replace("'", "&apos;")
+    if '"' in s:
+        s = s.replace('"', "&quot;")
+    if "\n" in s or "\r" in s or "\t" in s:
+        s = s.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    return s
+
+
+def _write(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) -> None:
+    tag = el.tag
+    if tag[0] == "{":
+        uri, _, local = tag[1:].partition("}")
+    else:
+        uri, local = content_ns, tag
+    if uri == ns.STREAM:
+        # The stream header declares this prefix; clients expect it used.
+        out.append("<stream:" + local)
+        local = "stream:" + local
+    elif uri != parent_ns:
+        out.append("<" + local + " xmlns='" + escape_attr(uri) + "'")
+    else:
+        out.append("<" + local)
+    extra = 0
+    for k, v in el.attrib.items():
+        if k[0] == "{":
+            name = _PREFIXED_ATTR.get(k)
+            if name is None:
+                a_uri, _, a_local = k[1:].partition("}")
+                name = f"a{extra}:{a_local}"
+                out.append(f" xmlns:a{extra}='{escape_attr(a_uri)}'")
+                extra += 1
+            k = name
+        out.append(" " + k + "='" + escape_attr(v) + "'")
+    text = el.text
+    if not len(el) and not text:
+        out.append("/>")
+    else:
+        out.append(">")
+        if text:
+            out.append(escape_text(text))
+        for child in el:
+            _write(child, uri, content_ns, out)
+            if child.tail:
+                out.append(escape_text(child.tail))
+        out.append("</" + local + ">")
+
+
+def serialize(el: ET.Element, content_ns: str = ns.CLIENT) -> str:
+    """Serialize a top-level element for a stream whose default namespace is content_ns."""
+    out: list[str] = []
+    _write(el, content_ns, content_ns, out)
+    return "".join(out)
