@@ -145,7 +145,7 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     try:
         asyncio.run(_with_storage(cfg, lambda st: _zero()))
         print(f"storage: {cfg.storage.url.split('@')[-1]} ok")
-    except Exception as exc:  # noqa: BLE001 - reported to the operator
+    except Exception as exc:
         problems.append(f"storage.url: cannot open: {exc}")
     for p in problems:
         print(f"problem: {p}", file=sys.stderr)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -24,7 +23,6 @@ class ConfigError(Exception):
 class ServerConfig:
     domains: list[str] = field(default_factory=lambda: ["localhost"])
     data_dir: str = "data"
-    admins: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

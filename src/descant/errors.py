@@ -7,12 +7,33 @@ import xml.etree.ElementTree as ET
 from descant.xml import ns
 
 STREAM_CONDITIONS = frozenset(
-    """bad-format bad-namespace-prefix conflict connection-timeout host-gone host-unknown
-    improper-addressing internal-server-error invalid-from invalid-namespace invalid-xml
-    not-authorized not-well-formed policy-violation remote-connection-failed reset
-    resource-constraint restricted-xml see-other-host system-shutdown undefined-condition
-    unsupported-encoding unsupported-feature unsupported-stanza-type
-    unsupported-version""".split()
+    [
+        "bad-format",
+        "bad-namespace-prefix",
+        "conflict",
+        "connection-timeout",
+        "host-gone",
+        "host-unknown",
+        "improper-addressing",
+        "internal-server-error",
+        "invalid-from",
+        "invalid-namespace",
+        "invalid-xml",
+        "not-authorized",
+        "not-well-formed",
+        "policy-violation",
+        "remote-connection-failed",
+        "reset",
+        "resource-constraint",
+        "restricted-xml",
+        "see-other-host",
+        "system-shutdown",
+        "undefined-condition",
+        "unsupported-encoding",
+        "unsupported-feature",
+        "unsupported-stanza-type",
+        "unsupported-version",
+    ]
 )
 
 # RFC 6120 §8.3.3: the error type each condition usually carries.

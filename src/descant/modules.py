@@ -58,5 +58,3 @@ def load_modules(host: Host, classes: list[type[Module]]) -> dict[str, Module]:
         mod.load()
         out[cls.name] = mod
     return out
-
-

@@ -24,9 +24,7 @@ log = logging.getLogger(__name__)
 class Server:
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
-        self.storage: Storage = storage or open_storage(
-            config.storage.url, config.server.data_dir
-        )
+        self.storage: Storage = storage or open_storage(config.storage.url, config.server.data_dir)
         self.events = EventBus()
         self.router = Router(self)
         self.hosts: dict[str, Host] = {}
@@ -65,7 +63,9 @@ class Server:
         self.tls_context = tls.server_context(cert, key)
         self.cb_data = tls.end_point_binding(cert)
         if cfg.c2s.allow_plain_without_tls:
-            log.warning("c2s.allow_plain_without_tls is on: passwords may cross the network in clear")
+            log.warning(
+                "c2s.allow_plain_without_tls is on: passwords may cross the network in clear"
+            )
         for domain in cfg.server.domains:
             host = Host(self, domain)
             host.load(DEFAULT_MODULES)

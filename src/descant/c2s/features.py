@@ -19,7 +19,6 @@ def build(session: C2SSession) -> ET.Element:
         ET.SubElement(feats, "{%s}bind" % ns.BIND)
         sess = ET.SubElement(feats, "{%s}session" % ns.SESSION)
         ET.SubElement(sess, "{%s}optional" % ns.SESSION)
-        assert session.host is not None
         for el in session.host.stream_features:
             feats.append(el)
         return feats

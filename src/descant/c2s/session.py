@@ -69,7 +69,7 @@ class C2SSession:
         self.stream = XMLStream(ns.CLIENT, server.config.limits.max_stanza_size)
         peer = writer.get_extra_info("peername")
         self.ip: str = peer[0] if peer else "?"
-        self.host: Host | None = None  # type: ignore[assignment]
+        self._host: Host | None = None
         self.username: str | None = None
         self.jid: JID = JID("", "", "")
         self.jid_str = ""
@@ -81,6 +81,12 @@ class C2SSession:
         self.auth_failures = 0
         self.closing = False
         self.data: dict[str, object] = {}  # per-session state owned by feature modules
+
+    @property
+    def host(self) -> Host:
+        """The domain this stream is for (known once the header arrived)."""
+        assert self._host is not None
+        return self._host
 
     # -- output ---------------------------------------------------------------
 
@@ -119,20 +125,18 @@ class C2SSession:
         await self._unbind()
         try:
             self.writer.close()
-        except Exception:  # noqa: BLE001 - the transport may already be gone
+        except Exception:
             pass
 
     def _our_name(self) -> str:
-        return self.host.domain if self.host is not None else self.server.default_domain
+        return self._host.domain if self._host is not None else self.server.default_domain
 
     # -- the task ---------------------------------------------------------------
 
     async def run(self) -> None:
         limits = self.server.config.limits
         loop = asyncio.get_running_loop()
-        deadline = loop.call_later(
-            self.server.config.c2s.auth_timeout, self._auth_timeout
-        )
+        deadline = loop.call_later(self.server.config.c2s.auth_timeout, self._auth_timeout)
         budget_start = time.monotonic()
         budget_bytes = 0
         try:
@@ -194,12 +198,12 @@ class C2SSession:
         host = self.server.host_for(to) if to else None
         if host is None and not to and len(self.server.hosts) == 1:
             host = next(iter(self.server.hosts.values()))
-        if self.host is not None and host is not self.host:
+        if self._host is not None and host is not self._host:
             raise StreamError("host-unknown", "the domain changed on restart")
         if host is None:
             self.write(self.stream.header(self.server.default_domain))
             raise StreamError("host-unknown", f"{to!r} is not served here")
-        self.host = host
+        self._host = host
         frm = ev.attrs.get("from")
         lang = ev.attrs.get(ns.XML_LANG) or "en"
         self.write(self.stream.header(host.domain, frm if frm and "@" in frm else None, lang))
@@ -242,9 +246,10 @@ class C2SSession:
             raise StreamError("policy-violation", "TLS is already in place")
         self.write("<proceed xmlns='%s'/>" % ns.TLS)
         await self.writer.drain()
+        assert self.server.tls_context is not None
         try:
             await self.writer.start_tls(self.server.tls_context)
-        except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ConnectionError) as exc:
             log.info("%s: TLS handshake failed: %s", self.ip, exc)
             self.closing = True
             await self._teardown()
@@ -266,7 +271,6 @@ class C2SSession:
             if mech not in self.mechanisms():
                 self._sasl_failure(Failure("invalid-mechanism"))
                 return
-            assert self.host is not None
             accounts = self.server.storage.accounts
             if mech == "PLAIN":
                 self.sasl = PlainAuth(self.host.domain, accounts)
@@ -312,7 +316,6 @@ class C2SSession:
             if self.auth_failures >= self.server.config.limits.max_auth_failures:
                 await self.close("policy-violation", "too many failed authentication attempts")
             return
-        assert self.host is not None
         data = base64.b64encode(step.data).decode() if step.data else ""
         self.write(f"<success xmlns='{ns.SASL}'>{data}</success>")
         self.username = step.username
@@ -342,7 +345,7 @@ class C2SSession:
             self.send(error_reply(el, StanzaError("not-authorized", "bind a resource first")))
 
     async def _bind(self, iq: ET.Element, bind: ET.Element) -> None:
-        assert self.host is not None and self.username is not None
+        assert self.username is not None
         requested = (bind.findtext("{%s}resource" % ns.BIND) or "").strip()
         try:
             resource = prep_resource(requested) if requested else secrets.token_hex(6)
@@ -362,7 +365,7 @@ class C2SSession:
         await self.host.events.fire("resource-bound", self)
 
     async def _unbind(self) -> None:
-        host = self.host
+        host = self._host
         if host is None or self.state is not State.CLOSED or not self.jid.resource:
             return
         if host.sessions.remove(self):
@@ -392,7 +395,6 @@ class C2SSession:
             self.send(self._local_error(el, StanzaError("bad-request", "iq needs id and type")))
             return
         el.set("from", self.jid_str)
-        assert self.host is not None
         await self.server.router.route(el, self)
 
     def _local_error(self, el: ET.Element, err: StanzaError) -> ET.Element:

@@ -49,9 +49,7 @@ class MessageModule(Module):
             return True
         if type_ == "error":
             return True
-        if not self.host.sessions.of_user(ev.to.local) and not await self.user_exists(
-            ev.to.local
-        ):
+        if not self.host.sessions.of_user(ev.to.local) and not await self.user_exists(ev.to.local):
             await self.server.router.bounce(stanza, StanzaError("service-unavailable"))
             return True
         if type_ == "headline":

@@ -48,7 +48,10 @@ class OfflineModule(Module):
     async def store(self, ev: StanzaEvent) -> bool | None:
         store = self.host.storage.offline
         user = ev.to.local
-        if await store.count(self.host.domain, user) >= self.server.config.limits.offline_max_messages:
+        if (
+            await store.count(self.host.domain, user)
+            >= self.server.config.limits.offline_max_messages
+        ):
             return None  # full: the message module bounces it
         now = datetime.datetime.now(datetime.UTC)
         await store.push(self.host.domain, user, serialize(ev.stanza), now)
@@ -61,7 +64,7 @@ class OfflineModule(Module):
         for xml, stamp in stored:
             try:
                 msg = parse_stored(xml)
-            except Exception:  # noqa: BLE001 - one bad row must not block the rest
+            except Exception:
                 self.log.exception("unreadable offline message for %s", session.jid)
                 continue
             ET.SubElement(

@@ -58,9 +58,7 @@ def make_self_signed(domains: list[str], cert_path: str, key_path: str, days: in
         f.write(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_certificate(
-    domains: list[str], data_dir: str, cert: str, key: str
-) -> tuple[str, str]:
+def ensure_certificate(domains: list[str], data_dir: str, cert: str, key: str) -> tuple[str, str]:
     """The configured pair, or the self-signed one in data_dir (made if missing)."""
     if cert:
         return cert, key

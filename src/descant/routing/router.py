@@ -78,9 +78,9 @@ class Router:
         if kind == "iq":
             await self._route_iq(event)
             return
-        if await host.events.fire(f"{kind}/{to_kind}", event) is None:
-            if kind == "message" and stanza.get("type") != "error":
-                await self.bounce(stanza, StanzaError("service-unavailable"))
+        handled = await host.events.fire(f"{kind}/{to_kind}", event)
+        if handled is None and kind == "message":
+            await self.bounce(stanza, StanzaError("service-unavailable"))
 
     async def _route_iq(self, event: StanzaEvent) -> None:
         stanza = event.stanza

@@ -20,11 +20,13 @@ class Session(Protocol):
     """What routing and features need of a bound session (c2s, WebSocket, …)."""
 
     jid: JID
-    host: Host
     priority: int
     presence: ET.Element | None
     interested: bool
     directed: set[JID]
+
+    @property
+    def host(self) -> Host: ...
 
     def send(self, stanza: ET.Element) -> None: ...
 

@@ -106,10 +106,7 @@ class StreamParser:
         q = self._names.get(name)
         if q is None:
             uri, sep, local = name.rpartition(_SEP)
-            if not sep or uri == self._content_ns:
-                q = local
-            else:
-                q = "{" + uri + "}" + local
+            q = local if not sep or uri == self._content_ns else "{" + uri + "}" + local
             if len(self._names) < 4096:
                 self._names[name] = q
         return q

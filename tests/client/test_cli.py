@@ -1,0 +1,93 @@
+"""The descant command line against a running server (shared storage)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.live import LiveServer, connect_slixmpp, disconnect
+
+
+def _descant(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "descant", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=60,
+    )
+
+
+async def test_user_lifecycle_while_server_runs(server: LiveServer) -> None:
+    r = server.cli("user", "add", "clitest@localhost", "--password", "first")
+    assert r.returncode == 0, r.stderr
+    again = server.cli("user", "add", "clitest@localhost", "--password", "x")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    assert "Traceback" not in again.stderr
+
+    listed = server.cli("user", "list", "localhost")
+    assert "clitest@localhost" in listed.stdout.split()
+
+    client = await connect_slixmpp(server, "clitest@localhost", "first")
+    await disconnect(client)
+
+    r = server.cli("user", "passwd", "clitest@localhost", input="second\n")
+    assert r.returncode == 0, r.stderr
+    client = await connect_slixmpp(server, "clitest@localhost", "second")
+    await disconnect(client)
+
+    r = server.cli("user", "del", "clitest@localhost")
+    assert r.returncode == 0, r.stderr
+    assert "clitest@localhost" not in server.cli("user", "list").stdout.split()
+    gone = server.cli("user", "del", "clitest@localhost")
+    assert gone.returncode == 1 and "does not exist" in gone.stderr
+
+
+def test_user_add_refuses_unserved_domain_and_bad_jid(server: LiveServer) -> None:
+    r = server.cli("user", "add", "eve@elsewhere.test", "--password", "x")
+    assert r.returncode == 1
+    assert "not served" in r.stderr
+    r = server.cli("user", "add", "bad user@localhost", "--password", "x")
+    assert r.returncode == 1
+    assert "not a valid JID" in r.stderr
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[c2s]\nlisten = ["127.0.0.1:5222"]\nbogus = 1\n')
+    r = _descant("--config", str(cfg), "check")
+    assert r.returncode == 1
+    assert "c2s.bogus" in r.stderr
+    assert "Traceback" not in r.stderr
+
+    cfg.write_text('[limits]\nmax_stanza_size = "big"\n')
+    r = _descant("--config", str(cfg), "serve")
+    assert r.returncode == 1
+    assert "limits.max_stanza_size" in r.stderr
+
+
+def test_check_and_cert(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text(
+        f'[server]\ndomains = ["example.net"]\ndata_dir = "{data}"\n'
+        f'[storage]\nurl = "sqlite:///{data}/d.db"\n'
+    )
+    r = _descant("--config", str(cfg), "cert")
+    assert r.returncode == 0, r.stderr
+    assert (data / "certs" / "example.net.crt").exists()
+    r = _descant("--config", str(cfg), "check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("ok")
+
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(
+        f'[server]\ndomains = ["other.example"]\ndata_dir = "{data}"\n'
+        f'[storage]\nurl = "sqlite:///{data}/d.db"\n'
+        f'[tls]\ncert = "{data}/certs/example.net.crt"\nkey = "{data}/certs/example.net.key"\n'
+    )
+    r = _descant("--config", str(wrong), "check")
+    assert r.returncode == 1
+    assert "does not cover other.example" in r.stderr
