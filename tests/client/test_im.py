@@ -158,13 +158,26 @@ async def test_message_to_unknown_user_bounces(server: LiveServer) -> None:
         await disconnect(alice)
 
 
+async def _full_roster(client: Client) -> slixmpp.Iq:
+    """A roster get without ``ver``, so the server sends every item."""
+    iq = client.Iq()
+    iq["type"] = "get"
+    iq.enable("roster")
+    result: slixmpp.Iq = await iq.send(timeout=5)
+    return result
+
+
 async def test_roster_items_groups_and_removal(server: LiveServer) -> None:
-    """RFC 6121 §2: set with name and groups, get, remove; XEP-0237 versions."""
+    """RFC 6121 §2: set with name and groups, get, remove; pushes; XEP-0237 versions."""
     a_jid, a_pw = await server.make_user("alice")
     alice = await connect_slixmpp(server, a_jid, a_pw)
     try:
         await alice.update_roster("carol@example.org", name="Carol", groups=["Friends", "Work"])
-        roster = await alice.get_roster()
+        # The push reached the client's roster (§2.1.6).
+        await _until(lambda: "carol@example.org" in alice.client_roster)
+        assert alice.client_roster["carol@example.org"]["name"] == "Carol"
+
+        roster = await _full_roster(alice)
         item = roster["roster"]["items"]["carol@example.org"]
         assert item["name"] == "Carol"
         assert sorted(item["groups"]) == ["Friends", "Work"]
@@ -172,8 +185,15 @@ async def test_roster_items_groups_and_removal(server: LiveServer) -> None:
         ver1 = roster["roster"]["ver"]
         assert ver1
 
+        # Same version: an empty result (XEP-0237 §4 / RFC 6121 §2.6.3).
+        iq = alice.Iq()
+        iq["type"] = "get"
+        iq["roster"]["ver"] = ver1
+        same = await iq.send(timeout=5)
+        assert not same["roster"]["items"]
+
         await alice.del_roster_item("carol@example.org")
-        roster = await alice.get_roster()
+        roster = await _full_roster(alice)
         assert "carol@example.org" not in roster["roster"]["items"]
         assert roster["roster"]["ver"] != ver1
     finally:
@@ -202,15 +222,15 @@ async def test_disco_ping_version(server: LiveServer) -> None:
     a_jid, a_pw = await server.make_user("alice")
     alice = await connect_slixmpp(server, a_jid, a_pw)
     try:
-        info = await alice["xep_0030"].get_info(jid="localhost")
+        info = await alice.plugin["xep_0030"].get_info(jid="localhost")
         identities = info["disco_info"]["identities"]
         assert ("server", "im", None, "Descant") in identities
         features = info["disco_info"]["features"]
         for feature in ("urn:xmpp:ping", "jabber:iq:version", "msgoffline"):
             assert feature in features
-        rtt = await alice["xep_0199"].ping(jid="localhost", timeout=5)
+        rtt = await alice.plugin["xep_0199"].ping(jid="localhost", timeout=5)
         assert rtt >= 0
-        version = await alice["xep_0092"].get_version("localhost")
+        version = await alice.plugin["xep_0092"].get_version("localhost")
         assert version["software_version"]["name"] == "Descant"
     finally:
         await disconnect(alice)

@@ -269,7 +269,13 @@ class C2SSession:
                 return
             mech = el.get("mechanism", "")
             if mech not in self.mechanisms():
-                self._sasl_failure(Failure("invalid-mechanism"))
+                # PLAIN and the -PLUS variants exist here but are offered only over
+                # TLS: asking for them on a plain stream is §6.5.6, not §6.5.5.
+                known = mech == "PLAIN" or mech in SCRAM_MECHANISMS
+                need_tls = known and not self.secure
+                self._sasl_failure(
+                    Failure("encryption-required" if need_tls else "invalid-mechanism")
+                )
                 return
             accounts = self.server.storage.accounts
             if mech == "PLAIN":
@@ -289,7 +295,9 @@ class C2SSession:
             if data is not None:
                 await self._sasl_step(await self.sasl.step(data))
         else:
-            raise StreamError("unsupported-feature", f"unknown SASL element {local}")
+            # §4.9.3.24: a first-level element the server does not understand
+            # (unsupported-feature is about features the server itself requires).
+            raise StreamError("unsupported-stanza-type", f"unknown SASL element {local}")
 
     def _decode(self, text: str | None) -> bytes | None:
         text = (text or "").strip()
@@ -346,7 +354,9 @@ class C2SSession:
 
     async def _bind(self, iq: ET.Element, bind: ET.Element) -> None:
         assert self.username is not None
-        requested = (bind.findtext("{%s}resource" % ns.BIND) or "").strip()
+        # Only XML whitespace is trimmed: str.strip() would also eat U+2028 and
+        # friends, turning a resource Resourceprep must refuse into "none requested".
+        requested = (bind.findtext("{%s}resource" % ns.BIND) or "").strip(" \t\r\n")
         try:
             resource = prep_resource(requested) if requested else secrets.token_hex(6)
         except InvalidJID as exc:
@@ -354,10 +364,12 @@ class C2SSession:
             return
         self.jid = JID(self.username, self.host.domain, resource)
         self.jid_str = str(self.jid)
-        old = self.host.sessions.add(self)
+        old = self.host.sessions.get(self.username, resource)
         if old is not None:
-            # RFC 6120 §7.7.2.2: the newer session wins; the older one is told why.
+            # RFC 6120 §7.7.2.2: the newer session wins; the older one is told why
+            # and leaves as on logout (its contacts see it go unavailable).
             await old.close("conflict", "replaced by a new session")
+        self.host.sessions.add(self)
         self.state = State.BOUND
         result = ET.Element("{%s}bind" % ns.BIND)
         ET.SubElement(result, "{%s}jid" % ns.BIND).text = self.jid_str
@@ -381,18 +393,24 @@ class C2SSession:
         kind = el.tag
         if kind not in STANZA_KINDS:
             raise StreamError("unsupported-stanza-type", f"<{kind}/> is not a stanza")
+        type_ = el.get("type")
+        # Errors, and iq results, are never answered (RFC 6120 §8.3.1, §8.2.3):
+        # a malformed one is dropped.
+        silent = type_ == "error" or (kind == "iq" and type_ == "result")
         to = el.get("to")
         if to is not None:
             try:
                 parse(to)
             except InvalidJID as exc:
                 el.set("from", self.jid_str)
-                if el.get("type") != "error":
+                if not silent:
                     self.send(self._local_error(el, StanzaError("jid-malformed", str(exc))))
                 return
-        if kind == "iq" and (not el.get("id") or el.get("type") not in _IQ_TYPES):
+        if kind == "iq" and not _valid_iq(el):
             el.set("from", self.jid_str)
-            self.send(self._local_error(el, StanzaError("bad-request", "iq needs id and type")))
+            if not silent:
+                err = StanzaError("bad-request", "an iq needs an id, a type, and get/set one child")
+                self.send(self._local_error(el, err))
             return
         el.set("from", self.jid_str)
         await self.server.router.route(el, self)
@@ -405,3 +423,11 @@ class C2SSession:
 
 
 _IQ_TYPES = frozenset({"get", "set", "result", "error"})
+
+
+def _valid_iq(iq: ET.Element) -> bool:
+    """RFC 6120 §8.2.3: an id, a known type, exactly one child in a get or set."""
+    type_ = iq.get("type")
+    if not iq.get("id") or type_ not in _IQ_TYPES:
+        return False
+    return len(iq) == 1 if type_ in ("get", "set") else True

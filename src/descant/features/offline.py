@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.xml import ns
-from descant.xml.parser import StreamParser
+from descant.xml.parser import parse_element
 from descant.xml.serialize import serialize
 
 if TYPE_CHECKING:
@@ -24,17 +24,6 @@ if TYPE_CHECKING:
 
 def delay_stamp(when: datetime.datetime) -> str:
     return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_stored(xml: str) -> ET.Element:
-    """Parse a stanza stored by the server itself (restricted parser all the same)."""
-    parser = StreamParser(max_stanza_size=1 << 26)
-    parser.feed(b"<s xmlns='jabber:client'>")
-    events = parser.feed(xml.encode("utf-8"))
-    for ev in events:
-        if isinstance(ev, ET.Element):
-            return ev
-    raise ValueError("no stanza in stored text")
 
 
 class OfflineModule(Module):
@@ -63,7 +52,7 @@ class OfflineModule(Module):
         stored = await self.host.storage.offline.pop_all(self.host.domain, session.jid.local)
         for xml, stamp in stored:
             try:
-                msg = parse_stored(xml)
+                msg = parse_element(xml)
             except Exception:
                 self.log.exception("unreadable offline message for %s", session.jid)
                 continue

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from descant.errors import StreamError
 
 _SEP = " "
+_XML_WHITESPACE = " \t\r\n"  # XML 1.0 §2.3 production S; str.strip() knows more
 
 
 @dataclass(slots=True)
@@ -49,8 +50,9 @@ class StreamParser:
     """Parses one stream instance into header, top-level elements and close.
 
     Limits: ``max_stanza_size`` bytes for one top-level element (counted from its
-    start tag to its end tag, RFC 6120 §13.12 "policy-violation"), ``max_depth``
-    nesting levels inside a stanza.
+    start tag to its end tag, RFC 6120 §13.12 "policy-violation") and for any
+    unfinished tag expat is still buffering (the header, or a start tag that never
+    ends); ``max_depth`` levels of elements in a stanza, the stanza being level 1.
     """
 
     def __init__(self, max_stanza_size: int = 262144, max_depth: int = 64) -> None:
@@ -94,7 +96,14 @@ class StreamParser:
             self._p.Parse(data, False)
         except pyexpat.ExpatError as exc:
             raise StreamError("not-well-formed", str(exc)) from None
-        if self._depth > 1 and self._fed - self._stanza_start > self.max_stanza_size:
+        if self._depth > 1:
+            pending = self._fed - self._stanza_start
+        else:
+            # Between stanzas expat may hold an unfinished tag; after a parse it
+            # reports the offset where that tag begins. Bound it too, or a start
+            # tag (or header) that never ends grows without limit.
+            pending = self._fed - self._p.CurrentByteIndex
+        if pending > self.max_stanza_size:
             raise StreamError("policy-violation", "stanza too large")
         events, self._events = self._events, []
         return events
@@ -136,7 +145,7 @@ class StreamParser:
             self._events.append(ev)
             self._depth = 1
             return
-        if depth >= self.max_depth:
+        if depth > self.max_depth:
             raise StreamError("policy-violation", "element nesting too deep")
         el = ET.Element(self._qname(name), self._attrs(attrs))
         if depth == 1:
@@ -163,7 +172,7 @@ class StreamParser:
         if self._depth <= 1:
             # Whitespace between stanzas is a keepalive (RFC 6120 §4.6.1);
             # other character data at stream level is not allowed.
-            if data.strip():
+            if data.strip(_XML_WHITESPACE):
                 raise StreamError("bad-format", "text outside stanzas")
             return
         el = self._stack[-1]
@@ -188,3 +197,17 @@ class StreamParser:
 
     def _forbidden_pi(self, *args: object) -> None:
         raise StreamError("restricted-xml", "processing instructions are not allowed")
+
+
+def parse_element(text: str, content_ns: str = "jabber:client") -> ET.Element:
+    """Parse one element serialized by Descant itself (e.g. a stored stanza).
+
+    The same restricted parser is used, so stored text gets no more trust than
+    the wire; it is parsed as if it arrived on a stream of ``content_ns``.
+    """
+    parser = StreamParser(max_stanza_size=1 << 26)
+    parser.feed(f"<s xmlns='{content_ns}'>".encode())
+    for ev in parser.feed(text.encode("utf-8")):
+        if isinstance(ev, ET.Element):
+            return ev
+    raise ValueError("no complete element in the text")
