@@ -57,6 +57,7 @@ class LiveServer:
         self.port = free_port()
         self.tls_port = free_port()
         self.db = self.data_dir / "descant.db"
+        self.storage_url = str(sections.get("storage", {}).get("url", f"sqlite:///{self.db}"))
         cfg: dict[str, dict[str, Any]] = {
             "server": {"domains": ["localhost", "example.org"], "data_dir": str(self.data_dir)},
             "c2s": {
@@ -125,7 +126,7 @@ class LiveServer:
         """A fresh account (unique name), created through the shared storage."""
         name = f"{prefix}{os.getpid()}x{next(_counter)}"
         password = f"pw-{name}"
-        storage = open_storage(f"sqlite:///{self.db}", str(self.data_dir))
+        storage = open_storage(self.storage_url, str(self.data_dir))
         await storage.open()
         try:
             await storage.accounts.create(make_account(domain, name, password))
