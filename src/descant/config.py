@@ -38,6 +38,30 @@ class C2SConfig:
 @dataclass(frozen=True)
 class S2SConfig:
     listen: list[str] = field(default_factory=lambda: ["0.0.0.0:5269"])
+    # "verify": the peer's certificate must verify for its domain (RFC 6125);
+    # "dialback": TLS, then XEP-0220 dialback (the default); "insecure": tests only.
+    policy: str = "dialback"
+    policies: dict[str, str] = field(default_factory=dict)
+    # Static routes ("domain" = "host:port") consulted before DNS SRV.
+    routes: dict[str, str] = field(default_factory=dict)
+    ca_file: str = ""
+    # XEP-0185 dialback secret; random per process when empty (set it in a cluster).
+    dialback_secret: str = ""
+    connect_timeout: float = 10.0
+    idle_timeout: float = 600.0
+    keepalive: float = 60.0
+
+
+@dataclass(frozen=True)
+class ComponentsConfig:
+    listen: list[str] = field(default_factory=list)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModulesConfig:
+    # Extra modules every host loads, as "package.module:ClassName".
+    extra: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,14 @@ class HTTPConfig:
 @dataclass(frozen=True)
 class MUCConfig:
     domain_prefix: str = "conference"
+    # Serve <domain_prefix>.<domain> for every served domain (docs/muc.md).
+    enabled: bool = True
+    # Who may create rooms: "local" (accounts of served domains) or "anyone".
+    room_creation: str = "local"
+    # Groupchat messages kept per room for discussion history on join.
+    history_length: int = 50
+    # The default and the upper bound of a room's muc#roomconfig_maxusers.
+    max_occupants: int = 500
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     c2s: C2SConfig = field(default_factory=C2SConfig)
     s2s: S2SConfig = field(default_factory=S2SConfig)
+    components: ComponentsConfig = field(default_factory=ComponentsConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     muc: MUCConfig = field(default_factory=MUCConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -99,12 +133,24 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.c2s_rate": (1024, 1 << 40),
     "limits.offline_max_messages": (0, 1_000_000),
     "c2s.auth_timeout": (1, 3600),
+    "muc.history_length": (0, 10000),
+    "muc.max_occupants": (1, 1_000_000),
+    "s2s.connect_timeout": (0.1, 600),
+    "s2s.idle_timeout": (1, 86400),
+    "s2s.keepalive": (1, 86400),
 }
-_CHOICES = {"log.level": ("debug", "info", "warning", "error")}
+_S2S_POLICIES = ("verify", "dialback", "insecure")
+_CHOICES = {"log.level": ("debug", "info", "warning", "error"), "s2s.policy": _S2S_POLICIES}
+_CHOICES["muc.room_creation"] = ("local", "anyone")
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
     origin = get_origin(hint)
+    if origin is dict:
+        _, item = get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return {k: _check_value(f'{key}."{k}"', item, v) for k, v in value.items()}
     if origin is list:
         (item,) = get_args(hint)
         if not isinstance(value, list):
@@ -168,6 +214,24 @@ def _validate(cfg: Config) -> None:
                     parse_listen(addr)
                 except ValueError as exc:
                     raise ConfigError(f"{section}.{key}[{i}]: {exc}") from None
+    for i, addr in enumerate(cfg.components.listen):
+        try:
+            parse_listen(addr)
+        except ValueError as exc:
+            raise ConfigError(f"components.listen[{i}]: {exc}") from None
+    for dom, addr in cfg.s2s.routes.items():
+        try:
+            parse_listen(addr)
+        except ValueError as exc:
+            raise ConfigError(f's2s.routes."{dom}": {exc}') from None
+    for dom, pol in cfg.s2s.policies.items():
+        if pol not in _S2S_POLICIES:
+            raise ConfigError(
+                f's2s.policies."{dom}": {pol!r} is not one of {", ".join(_S2S_POLICIES)}'
+            )
+    for i, spec in enumerate(cfg.modules.extra):
+        if spec.count(":") != 1 or not all(spec.split(":")):
+            raise ConfigError(f"modules.extra[{i}]: {spec!r} is not 'package.module:Class'")
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError("tls.cert and tls.key must be given together")
     url = cfg.storage.url
@@ -199,7 +263,9 @@ def load(path: str | None = None) -> Config:
                 data = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} not found") from None
-        except tomllib.TOMLDecodeError as exc:
+        except OSError as exc:  # a directory, no permission, …
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
         cfg = _build(Config, data, "")
         cfg = dataclasses.replace(cfg, path=os.path.abspath(path))

@@ -109,7 +109,13 @@ def prep_domain(domain: str) -> str:
     out = unicodedata.normalize("NFC", domain.lower())
     _check_len(out, "domainpart")
     for label in out.split("."):
-        if not label or len(label.encode("idna" if not label.isascii() else "ascii")) > 63:
+        try:
+            # The idna codec raises UnicodeError (not InvalidJID) for labels it
+            # refuses, e.g. an A-label over 63 octets or a control character.
+            size = len(label.encode("idna" if not label.isascii() else "ascii"))
+        except UnicodeError:
+            raise InvalidJID("invalid domain label") from None
+        if not label or size > 63:
             raise InvalidJID("invalid domain label")
         if label.isascii():
             if not all(c.isalnum() or c in "-_" for c in label):

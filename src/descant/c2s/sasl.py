@@ -9,13 +9,15 @@ the end with <not-authorized/>, so probing cannot tell which accounts exist.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 
 import scramp
 
-from descant.accounts import check_password
-from descant.jid import InvalidJID, prep_local
+from descant.accounts import ITERATIONS, check_password
+from descant.jid import JID, InvalidJID, prep_local, try_parse
 from descant.storage.api import Account, AccountStore, ScramCredentials
 
 
@@ -37,6 +39,9 @@ class Failure:
 
 
 Step = Challenge | Success | Failure
+
+# Keys this process's throw-away salts for unknown users (see ScramAuth._credentials).
+_FAKE_SALT_KEY = os.urandom(32)
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1")
 
@@ -95,13 +100,18 @@ class ScramAuth:
             self._server.set_client_first(text)
             return Challenge(self._server.get_server_first().encode())
         except scramp.ScramException as exc:
-            return Failure("not-authorized" if self.known else "malformed-request", str(exc))
+            # Same answer whether or not the account exists (RFC 6120 §13.11).
+            return Failure("malformed-request", str(exc))
 
     def _credentials(self, account: Account | None) -> ScramCredentials:
         if account is not None:
             return account.sha256 if "256" in self.mechanism else account.sha1
-        # Throw-away keys: the exchange proceeds and fails at the proof.
-        return ScramCredentials(os.urandom(16), 4096, os.urandom(32), os.urandom(32))
+        # Throw-away keys: the exchange proceeds and fails at the proof. The salt
+        # must look stored: as long as a real one (32 bytes) and stable per name,
+        # or asking twice would tell unknown users from real ones.
+        name = f"{self.host}\0{self.username}".encode()
+        salt = hmac.new(_FAKE_SALT_KEY, name, hashlib.sha256).digest()
+        return ScramCredentials(salt, ITERATIONS, os.urandom(32), os.urandom(32))
 
     async def step(self, data: bytes) -> Step:
         if self._server is None:
@@ -138,7 +148,12 @@ class PlainAuth:
             self.username = prep_local(authcid)
         except InvalidJID:
             return Failure("not-authorized")
-        if authzid and authzid not in (self.username, f"{self.username}@{self.host}"):
+        # The authzid is a bare JID (RFC 6120 §6.3.8), compared once prepared.
+        if (
+            authzid
+            and authzid != self.username
+            and try_parse(authzid) != JID(self.username, self.host, "")
+        ):
             return Failure("invalid-authzid")
         account = await self.accounts.get(self.host, self.username)
         if account is None or not check_password(account, password):

@@ -2,8 +2,8 @@
 
 RFC 6121 §8.5.2: messages to a bare JID go to the available resources with
 non-negative priority; "chat" and "normal" to the highest priority (all of
-them on a tie), "headline" to all. Sessions that bound a resource but have
-not sent initial presence are not available.
+them on a tie), "headline" to all, "error" and "groupchat" to none. Sessions
+that bound a resource but have not sent initial presence are not available.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class SessionRegistry:
 
     def message_targets(self, user: str, type_: str) -> list[Session]:
         """Sessions that receive a message of this type sent to the bare JID."""
+        if type_ in ("error", "groupchat"):
+            # §8.5.2.1.1: an error is silently ignored, a groupchat bounced; neither
+            # is delivered to any resource.
+            return []
         candidates = [s for s in self.available(user) if s.priority >= 0]
         if not candidates or type_ == "headline":
             return candidates

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 
 from descant.xml import ns
 
-_PREFIXED_ATTR = {ns.XML_LANG: "xml:lang"}
+_XML_NS_PREFIX = "{%s}" % ns.XML
 
 
 def escape_text(s: str) -> str:
@@ -22,6 +22,9 @@ def escape_text(s: str) -> str:
         s = s.replace("<", "&lt;")
     if ">" in s:
         s = s.replace(">", "&gt;")
+    if "\r" in s:
+        # A literal CR would come back as LF (XML 1.0 §2.11 end-of-line handling).
+        s = s.replace("\r", "&#13;")
     return s
 
 
@@ -53,8 +56,11 @@ def _write(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) -> N
     extra = 0
     for k, v in el.attrib.items():
         if k[0] == "{":
-            name = _PREFIXED_ATTR.get(k)
-            if name is None:
+            if k.startswith(_XML_NS_PREFIX):
+                # The xml prefix is predeclared, and no other may be bound to its
+                # namespace (Namespaces in XML §3): a peer would reject a0:space.
+                name = "xml:" + k[len(_XML_NS_PREFIX) :]
+            else:
                 a_uri, _, a_local = k[1:].partition("}")
                 name = f"a{extra}:{a_local}"
                 out.append(f" xmlns:a{extra}='{escape_attr(a_uri)}'")
