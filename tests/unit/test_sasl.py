@@ -301,6 +301,24 @@ async def test_plain_unknown_user_is_not_authorized_rfc6120_6_5_10(
     assert await plain(accounts, f"\0romeo\0{PASSWORD}".encode()) == Failure("not-authorized")
 
 
+async def test_plain_unknown_user_costs_a_key_derivation(
+    accounts: AccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown account is not revealed by answering faster (RFC 6120 §13.8)."""
+    import descant.c2s.sasl as sasl
+
+    calls: list[str] = []
+    real = sasl.check_password
+
+    def counting(account: object, password: str) -> bool:
+        calls.append(password)
+        return real(account, password)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sasl, "check_password", counting)
+    assert await plain(accounts, b"\0romeo\0guess") == Failure("not-authorized")
+    assert calls == ["guess"]
+
+
 @pytest.mark.parametrize(
     "message", [b"juliet\0pencil", b"\0juliet\0pencil\0x", b"juliet", b"", b"\0\xff\0pencil"]
 )

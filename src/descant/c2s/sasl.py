@@ -156,6 +156,22 @@ class PlainAuth:
         ):
             return Failure("invalid-authzid")
         account = await self.accounts.get(self.host, self.username)
-        if account is None or not check_password(account, password):
+        if account is None:
+            # Spend the same key derivation as for a real account, so the answer's
+            # timing does not tell which accounts exist.
+            check_password(_decoy_account(), password)
+            return Failure("not-authorized")
+        if not check_password(account, password):
             return Failure("not-authorized")
         return Success(self.username)
+
+
+_decoy: list[Account] = []
+
+
+def _decoy_account() -> Account:
+    if not _decoy:
+        from descant.accounts import make_account
+
+        _decoy.append(make_account("decoy.invalid", "decoy", os.urandom(16).hex()))
+    return _decoy[0]
