@@ -251,3 +251,30 @@ async def test_unknown_iq_gets_service_unavailable(server: LiveServer) -> None:
         assert err.value.iq["error"]["type"] == "cancel"
     finally:
         await disconnect(alice)
+
+
+async def test_connection_loss_broadcasts_unavailable(server: LiveServer) -> None:
+    """RFC 6121 §4.5.2 / RFC 6120 §4.4: a dropped TCP connection counts as logout."""
+    a_jid, a_pw = await server.make_user("alice")
+    b_jid, b_pw = await server.make_user("bob")
+    alice = await connect_slixmpp(server, a_jid, a_pw)
+    bob = await connect_slixmpp(server, b_jid, b_pw)
+    try:
+        alice.send_presence_subscription(pto=b_jid)
+        await _until(lambda: _sub(alice, b_jid) == "both" and _sub(bob, a_jid) == "both")
+        bob_full = bob.boundjid.full
+        bob.abort()  # no </stream:stream>, the socket just goes away
+        p = await alice.next_presence(
+            lambda p: p["from"].full == bob_full and p["type"] == "unavailable"
+        )
+        assert p["from"].full == bob_full
+        # Bob's account is offline now: a chat message waits in offline storage.
+        alice.send_message(mto=b_jid, mbody="are you there?", mtype="chat")
+        await asyncio.sleep(0.2)
+    finally:
+        await disconnect(alice)
+    bob = await connect_slixmpp(server, b_jid, b_pw)
+    try:
+        assert (await bob.next_message())["body"] == "are you there?"
+    finally:
+        await disconnect(bob)
