@@ -1,0 +1,126 @@
+"""Floods and connection limits: one noisy client never takes others down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.badinput.raw import (
+    MakeServer,
+    close_quietly,
+    expect_stream_error,
+    header,
+    login,
+    next_stanza,
+    ping,
+)
+from tests.live import LiveServer, RawClient
+
+BURST = 2000
+
+
+async def test_message_burst_to_self(server: LiveServer, witness: RawClient) -> None:
+    """2,000 small messages in one write: all delivered in order, the server and a
+    second session keep answering."""
+    c, jid = await login(server, "burst")
+    data = "".join(
+        f"<message to='{jid}' id='b{i}' type='chat'><body>{i}</body></message>"
+        for i in range(BURST)
+    )
+    await c.send(data)
+    # The witness is served while the burst is processed.
+    started = time.monotonic()
+    await ping(witness, "during-burst", timeout=10)
+    assert time.monotonic() - started < 10
+    for i in range(BURST):
+        el = await next_stanza(c, timeout=20)
+        assert el.get("id") == f"b{i}", el.attrib
+    await ping(c, timeout=10)
+    await close_quietly(c)
+
+
+async def test_burst_of_bad_connections(server: LiveServer, witness: RawClient) -> None:
+    """Fifty connections sending garbage at once each get their own stream error."""
+
+    async def one(i: int) -> None:
+        c = await RawClient.open(server.port)
+        await c.send(header() + f"<message><x{i}></message>")
+        await expect_stream_error(c, "not-well-formed", header=True, timeout=10)
+        await close_quietly(c)
+
+    await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(50))), 30)
+
+
+async def test_iq_burst_with_errors(server: LiveServer, witness: RawClient) -> None:
+    """A burst of iqs nobody handles: one error each, in order, and the stream lives."""
+    c, _ = await login(server, "iqburst")
+    n = 300
+    await c.send(
+        "".join(
+            f"<iq type='get' id='q{i}' to='localhost'><q xmlns='urn:example:none'/></iq>"
+            for i in range(n)
+        )
+    )
+    for i in range(n):
+        el = await next_stanza(c, timeout=10)
+        assert el.get("id") == f"q{i}" and el.get("type") == "error"
+    await ping(c)
+    await close_quietly(c)
+
+
+async def open_accepted(port: int, timeout: float = 5) -> RawClient:
+    """A connection whose stream the server opened (retrying while the count of the
+    start-up probe connection is still held)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = await RawClient.open(port)
+        try:
+            await c.open_stream()
+            return c
+        except AssertionError:
+            await close_quietly(c)
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_max_connections_per_ip(make_server: MakeServer) -> None:
+    srv = make_server(limits={"max_connections_per_ip": 3})
+    clients = [await open_accepted(srv.port) for _ in range(3)]
+    # The fourth is told why and closed, without a stream to negotiate on. (It sends
+    # nothing: bytes the server never reads could turn the close into a reset.)
+    fourth = await RawClient.open(srv.port)
+    out = await expect_stream_error(fourth, "policy-violation", header=True)
+    assert "<stream:features" not in out, out
+    await close_quietly(fourth)
+    # The three are unaffected: they still negotiate.
+    for c in clients:
+        await c.starttls()
+    # Closing one frees a slot.
+    await close_quietly(clients.pop())
+    clients.append(await open_accepted(srv.port))
+    await close_quietly(*clients)
+
+
+async def test_flood_does_not_starve_others_on_one_server(make_server: MakeServer) -> None:
+    """A client past c2s_rate is slowed down, not dropped, and others keep their latency."""
+    srv = make_server(limits={"c2s_rate": 65536})
+    flooder, jid = await login(srv, "flood")
+    calm, _ = await login(srv, "calm")
+    body = "x" * 200
+    n = 500
+    data = "".join(
+        f"<message to='{jid}' id='f{i}'><body>{body}</body></message>" for i in range(n)
+    )  # ~125 KB: about two seconds at 64 KB/s
+    sending = asyncio.create_task(flooder.send(data))
+    started = time.monotonic()
+    await ping(calm, "calm", timeout=5)
+    assert time.monotonic() - started < 2
+    seen = 0
+    while seen < n:
+        el = await next_stanza(flooder, timeout=15)
+        if el.get("id", "").startswith("f"):
+            seen += 1
+    await sending
+    await ping(flooder)
+    await close_quietly(flooder, calm)
