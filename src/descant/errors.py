@@ -73,6 +73,10 @@ class StreamError(Exception):
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        # Elements the parser completed in the same chunk before the fault: they
+        # are handled before the stream closes, so the outcome does not depend on
+        # how the bytes happened to be split in transit.
+        self.completed: list[object] = []
 
     def to_element(self) -> ET.Element:
         el = ET.Element("{%s}error" % ns.STREAM)

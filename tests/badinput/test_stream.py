@@ -112,6 +112,17 @@ async def test_not_well_formed_after_bind(server: LiveServer, witness: RawClient
     await close_quietly(c)
 
 
+async def test_stanza_before_a_fault_in_the_same_packet_is_handled(
+    server: LiveServer, witness: RawClient
+) -> None:
+    """A complete stanza is handled even when a fault follows it in one read."""
+    c, full = await login(server, "split")
+    await c.send(f"<message to='{full}' id='m1'><body>kept</body></message><!-- no -->".encode())
+    out = await expect_stream_error(c, "restricted-xml")
+    assert out.index("kept") < out.index("<stream:error"), out
+    await close_quietly(c)
+
+
 async def test_error_after_starttls_restart_comes_after_a_new_header(
     server: LiveServer, witness: RawClient
 ) -> None:

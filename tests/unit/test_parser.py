@@ -443,3 +443,14 @@ def test_nesting_up_to_max_depth_is_accepted_rfc6120_13_12() -> None:
 def test_nesting_deeper_than_max_depth_is_policy_violation_rfc6120_13_12() -> None:
     assert error_of(HEADER, _nested(9), max_depth=8).condition == "policy-violation"
     assert error_of(HEADER, b"<a>" * 10000, max_depth=64).condition == "policy-violation"
+
+
+def test_error_carries_the_elements_completed_before_it_rfc6120_4_9() -> None:
+    """Stanzas whole before a fault in the same chunk are handed over with the error."""
+    p = StreamParser()
+    p.feed(HEADER)
+    with pytest.raises(StreamError) as info:
+        p.feed(b"<message id='a'/><presence/><!-- bad -->")
+    assert info.value.condition == "restricted-xml"
+    assert [el.tag for el in info.value.completed] == ["message", "presence"]  # type: ignore[attr-defined]
+    assert p.feed(b"<message/>") == []  # the stream is over

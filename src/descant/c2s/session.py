@@ -161,6 +161,7 @@ class C2SSession:
                             break
                 except StreamError as err:
                     log.info("%s: stream error %s", self.jid_str or self.ip, err)
+                    await self._handle_completed(err.completed)
                     await self.close(err.condition, err.text)
         except asyncio.CancelledError:
             raise
@@ -172,6 +173,16 @@ class C2SSession:
             if not self.closing:
                 self.closing = True
                 await self._teardown()
+
+    async def _handle_completed(self, events: list[object]) -> None:
+        """Handle what was whole before a parse error in the same chunk."""
+        for ev in events:
+            if self.closing:
+                return
+            try:
+                await self._handle(ev)
+            except StreamError:
+                return
 
     def _auth_timeout(self) -> None:
         if self.state in (State.CONNECTED, State.OPEN) and not self.closing:

@@ -95,7 +95,9 @@ class StreamParser:
         try:
             self._p.Parse(data, False)
         except pyexpat.ExpatError as exc:
-            raise StreamError("not-well-formed", str(exc)) from None
+            raise self._fail(StreamError("not-well-formed", str(exc))) from None
+        except StreamError as err:
+            raise self._fail(err) from None
         if self._depth > 1:
             pending = self._fed - self._stanza_start
         else:
@@ -107,6 +109,11 @@ class StreamParser:
             raise StreamError("policy-violation", "stanza too large")
         events, self._events = self._events, []
         return events
+
+    def _fail(self, err: StreamError) -> StreamError:
+        err.completed, self._events = list(self._events), []
+        self.closed = True
+        return err
 
     # -- expat callbacks ------------------------------------------------------
 
