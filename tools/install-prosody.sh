@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
 # Installs Prosody (Debian package) for the federation tests and the benchmark.
 # Needs root (CI and developer machines run as root); otherwise says why and exits 0,
-# and the tests that need Prosody skip with that reason.
+# and the tests that need Prosody skip with that reason. The tests and the benchmark
+# run their own Prosody instances with their own configs; the system instance the
+# package would start is kept from running, since it would take port 5222.
 set -u
-if command -v prosody >/dev/null 2>&1 || [ -x /usr/bin/prosody ]; then
+
+stop_system_instance() {
+  # The packaged daemon runs from /var/lib/prosody; test instances run from temp dirs.
+  for pid in $(pgrep -f '/usr/bin/prosody' 2>/dev/null); do
+    if [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = /var/lib/prosody ]; then
+      kill "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+if command -v prosody >/dev/null 2>&1; then
+  stop_system_instance
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -11,17 +24,21 @@ if [ "$(id -u)" != 0 ]; then
   exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-# A lock held by another apt run is waited for, boundedly.
-for _ in $(seq 1 60); do
-  if apt-get -o DPkg::Lock::Timeout=60 install -y -q --no-install-recommends prosody lua-event >/dev/null 2>&1; then
-    break
-  fi
-  apt-get -o DPkg::Lock::Timeout=60 update -q >/dev/null 2>&1 || true
-  if apt-get -o DPkg::Lock::Timeout=60 install -y -q --no-install-recommends prosody lua-event >/dev/null 2>&1; then
-    break
-  fi
-  sleep 5
-done
-# The package starts a system instance; the tests run their own.
-(service prosody stop || pkill -x prosody || true) >/dev/null 2>&1
-command -v prosody >/dev/null 2>&1 || { echo "install-prosody: installation failed" >&2; exit 0; }
+# Keep the package's init script from starting the system instance.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && made_policy=1
+fi
+apt_install() {
+  apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends prosody lua-event \
+    >/dev/null 2>&1
+}
+if ! apt_install; then
+  apt-get -o DPkg::Lock::Timeout=120 update -q >/dev/null 2>&1 || true
+  apt_install || echo "install-prosody: apt-get install prosody failed" >&2
+fi
+[ "$made_policy" = 1 ] && rm -f "$policy"
+stop_system_instance
+command -v prosody >/dev/null 2>&1 || echo "install-prosody: prosody is not available" >&2
+exit 0

@@ -1,4 +1,4 @@
-"""The ``descant`` command: serve, user, cert, check.
+"""The ``descant`` command: serve, user, room, cert, check.
 
 Every command takes ``--config PATH`` (fallback: the DESCANT_CONFIG
 environment variable; without either, the embedded defaults). Problems are
@@ -109,6 +109,34 @@ def cmd_user(cfg: Config, args: argparse.Namespace) -> int:
     return asyncio.run(_with_storage(cfg, run_del))
 
 
+def cmd_room(cfg: Config, args: argparse.Namespace) -> int:
+    """Persistent MUC rooms in storage (docs/muc.md). A running server keeps its own
+    copy of the rooms it loaded: destroy rooms while it is stopped, or restart it."""
+    if args.action == "list":
+        service = args.service
+
+        async def run_list(st: Storage) -> int:
+            for svc, room in await st.rooms.list_rooms(service):
+                print(f"{room}@{svc}")
+            return 0
+
+        return asyncio.run(_with_storage(cfg, run_list))
+    try:
+        jid = parse(args.jid)
+    except InvalidJID as exc:
+        raise CLIError(f"{args.jid!r} is not a valid JID: {exc}") from None
+    if not jid.local or jid.resource:
+        raise CLIError(f"{args.jid!r} is not a room JID (room@service)")
+
+    async def run_destroy(st: Storage) -> int:
+        if not await st.rooms.delete_room(jid.domain, jid.local):
+            raise CLIError(f"no stored room {jid}")
+        print(f"destroyed {jid}")
+        return 0
+
+    return asyncio.run(_with_storage(cfg, run_destroy))
+
+
 def cmd_cert(cfg: Config, args: argparse.Namespace) -> int:
     from descant.net.tls import make_self_signed
 
@@ -166,7 +194,11 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(Server(cfg).serve_forever())
+    try:
+        asyncio.run(Server(cfg).serve_forever())
+    except OSError as exc:
+        # Typically a listener address in use or not permitted.
+        raise CLIError(f"cannot start: {exc}") from None
     return 0
 
 
@@ -183,13 +215,23 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--password", help="the password (prompted, or read from stdin, if absent)")
     u.add_parser("del", help="delete an account and its data").add_argument("jid")
     u.add_parser("list", help="list accounts").add_argument("domain", nargs="?")
+    r = sub.add_parser("room", help="manage persistent chat rooms")
+    rs = r.add_subparsers(dest="action", required=True)
+    rs.add_parser("list", help="list persistent rooms").add_argument("service", nargs="?")
+    rs.add_parser("destroy", help="delete a persistent room").add_argument("jid")
     c = sub.add_parser("cert", help="make a self-signed certificate")
     c.add_argument("domains", nargs="*")
     sub.add_parser("check", help="validate the configuration and certificates")
     return p
 
 
-COMMANDS = {"serve": cmd_serve, "user": cmd_user, "cert": cmd_cert, "check": cmd_check}
+COMMANDS = {
+    "serve": cmd_serve,
+    "user": cmd_user,
+    "cert": cmd_cert,
+    "check": cmd_check,
+    "room": cmd_room,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,3 +91,11 @@ def test_check_and_cert(tmp_path: Path) -> None:
     r = _descant("--config", str(wrong), "check")
     assert r.returncode == 1
     assert "does not cover other.example" in r.stderr
+
+
+def test_serve_reports_a_port_in_use(server: LiveServer) -> None:
+    """A second server on the same port fails with one clear line, not a traceback."""
+    r = server.cli("serve")
+    assert r.returncode == 1
+    assert "cannot start" in r.stderr
+    assert "Traceback" not in r.stderr
