@@ -25,17 +25,22 @@ def _sub(client: Client, jid: str) -> str:
     return roster[jid]["subscription"] if jid in roster else "absent"
 
 
-async def test_mutual_subscription_presence_online_offline(server: LiveServer) -> None:
-    """RFC 6121 §3.1 (handshake both ways) and §4 (broadcast, unavailable on logout)."""
+async def _contacts(server: LiveServer) -> tuple[Client, Client, str, str]:
+    """Alice and Bob online with a mutual ('both') subscription made through their clients."""
     a_jid, a_pw = await server.make_user("alice")
     b_jid, b_pw = await server.make_user("bob")
     alice = await connect_slixmpp(server, a_jid, a_pw)
     bob = await connect_slixmpp(server, b_jid, b_pw)
-    try:
-        # slixmpp's default roster policy authorises and subscribes back.
-        alice.send_presence_subscription(pto=b_jid)
-        await _until(lambda: _sub(alice, b_jid) == "both" and _sub(bob, a_jid) == "both")
+    # slixmpp's default roster policy authorises and subscribes back.
+    alice.send_presence_subscription(pto=b_jid)
+    await _until(lambda: _sub(alice, b_jid) == "both" and _sub(bob, a_jid) == "both")
+    return alice, bob, a_jid, b_jid
 
+
+async def test_mutual_subscription_presence_online_offline(server: LiveServer) -> None:
+    """RFC 6121 §3.1 (handshake both ways) and §4 (broadcast, unavailable on logout)."""
+    alice, bob, _, b_jid = await _contacts(server)
+    try:
         bob.send_presence(pshow="away", pstatus="lunch")
         p = await alice.next_presence(lambda p: p["from"].bare == b_jid and p["show"] == "away")
         assert p["status"] == "lunch"
@@ -53,16 +58,9 @@ async def test_mutual_subscription_presence_online_offline(server: LiveServer) -
 
 async def test_presence_probe_on_login(server: LiveServer) -> None:
     """RFC 6121 §4.2: a new session learns the presence of its subscribed contacts."""
-    a_jid, a_pw = await server.make_user("alice")
-    b_jid, b_pw = await server.make_user("bob")
-    alice = await connect_slixmpp(server, a_jid, a_pw)
-    bob = await connect_slixmpp(server, b_jid, b_pw)
-    try:
-        alice.send_presence_subscription(pto=b_jid)
-        await _until(lambda: _sub(alice, b_jid) == "both" and _sub(bob, a_jid) == "both")
-    finally:
-        await disconnect(alice)
-    alice = await connect_slixmpp(server, a_jid, a_pw)
+    alice, bob, a_jid, b_jid = await _contacts(server)
+    await disconnect(alice)
+    alice = await connect_slixmpp(server, a_jid, alice.password)
     try:
         p = await alice.next_presence(lambda p: p["from"].bare == b_jid and p["type"] != "error")
         assert p["type"] in ("available", "")
@@ -255,13 +253,9 @@ async def test_unknown_iq_gets_service_unavailable(server: LiveServer) -> None:
 
 async def test_connection_loss_broadcasts_unavailable(server: LiveServer) -> None:
     """RFC 6121 §4.5.2 / RFC 6120 §4.4: a dropped TCP connection counts as logout."""
-    a_jid, a_pw = await server.make_user("alice")
-    b_jid, b_pw = await server.make_user("bob")
-    alice = await connect_slixmpp(server, a_jid, a_pw)
-    bob = await connect_slixmpp(server, b_jid, b_pw)
+    alice, bob, _, b_jid = await _contacts(server)
+    b_pw = bob.password
     try:
-        alice.send_presence_subscription(pto=b_jid)
-        await _until(lambda: _sub(alice, b_jid) == "both" and _sub(bob, a_jid) == "both")
         bob_full = bob.boundjid.full
         bob.abort()  # no </stream:stream>, the socket just goes away
         p = await alice.next_presence(
