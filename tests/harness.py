@@ -97,6 +97,7 @@ class Harness:
 
         ``storage_url`` may name a real backend, e.g. ``f"sqlite:///{tmp_path}/d.db"``.
         """
+        with_muc = modules is None  # the MUC service, as Server.start adds it
         if modules is None:
             from descant.features import DEFAULT_MODULES
 
@@ -115,6 +116,10 @@ class Harness:
             host = Host(server, domain)
             host.load(modules)
             server.hosts[domain] = host
+        if with_muc:
+            from descant.features.muc import add_services
+
+            add_services(server)
         for host in server.hosts.values():
             await host.start()
         return cls(server)

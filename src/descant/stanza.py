@@ -7,9 +7,11 @@ rewrites use :func:`retarget`, a shallow copy sharing the (read-only) children.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from itertools import count
 
 from descant.errors import StanzaError
+from descant.xml.serialize import SharedCopy
 
 STANZA_KINDS = frozenset({"message", "presence", "iq"})
 
@@ -32,6 +34,22 @@ def retarget(stanza: ET.Element, **attrs: str | None) -> ET.Element:
     out = ET.Element(stanza.tag, attrib)
     out.text = stanza.text
     out.extend(stanza)
+    return out
+
+
+def retarget_all(stanza: ET.Element, targets: Iterable[str]) -> list[ET.Element]:
+    """One copy of ``stanza`` per ``to``, for fan-out: the copies share children and
+    their serialized text (``SharedCopy``), so the payload is serialized once."""
+    cache: dict[str, str] = {}
+    out: list[ET.Element] = []
+    for to in targets:
+        attrib = dict(stanza.attrib)
+        attrib["to"] = to
+        copy = SharedCopy(stanza.tag, attrib)
+        copy.text = stanza.text
+        copy.extend(stanza)
+        copy.cache = cache
+        out.append(copy)
     return out
 
 

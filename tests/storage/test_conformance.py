@@ -25,6 +25,7 @@ from descant.storage import (
     open_storage,
     sqlite_path,
 )
+from descant.storage.api import ArchivedMessage, ArchiveQuery, UnknownArchiveId
 from descant.storage.memory import MemoryStorage
 from descant.storage.migrations import current_version, load
 from descant.storage.sql import SqlStorage
@@ -310,6 +311,89 @@ async def test_keyval_empty_string_is_a_value(storage: Storage) -> None:
 async def test_close_twice_is_harmless(storage: Storage) -> None:
     await storage.close()
     await storage.close()
+
+
+# Multi-user chat rooms (XEP-0045)
+
+SVC = "conference.example.org"
+
+
+async def test_room_save_get_replace_list(storage: Storage) -> None:
+    assert await storage.rooms.get_room(SVC, "lobby") is None
+    await storage.rooms.save_room(SVC, "lobby", '{"name": "Lobby"}')
+    await storage.rooms.save_room(SVC, "attic", "{}")
+    await storage.rooms.save_room("conference.other.org", "lobby", "{}")
+    assert await storage.rooms.get_room(SVC, "lobby") == '{"name": "Lobby"}'
+    await storage.rooms.save_room(SVC, "lobby", '{"name": "Hall"}')
+    assert await storage.rooms.get_room(SVC, "lobby") == '{"name": "Hall"}'
+    assert await storage.rooms.list_rooms(SVC) == [(SVC, "attic"), (SVC, "lobby")]
+    assert len(await storage.rooms.list_rooms()) == 3
+
+
+async def test_room_affiliations_set_replace_remove(storage: Storage) -> None:
+    await storage.rooms.save_room(SVC, "lobby", "{}")
+    await storage.rooms.set_affiliation(SVC, "lobby", "alice@example.org", "owner")
+    await storage.rooms.set_affiliation(SVC, "lobby", "bob@example.org", "member")
+    await storage.rooms.set_affiliation(SVC, "lobby", "bob@example.org", "outcast")
+    await storage.rooms.set_affiliation(SVC, "attic", "carol@example.org", "admin")
+    assert await storage.rooms.get_affiliations(SVC, "lobby") == {
+        "alice@example.org": "owner",
+        "bob@example.org": "outcast",
+    }
+    await storage.rooms.set_affiliation(SVC, "lobby", "bob@example.org", "none")
+    await storage.rooms.set_affiliation(SVC, "lobby", "nobody@example.org", "none")
+    assert await storage.rooms.get_affiliations(SVC, "lobby") == {"alice@example.org": "owner"}
+
+
+async def test_room_delete_removes_affiliations(storage: Storage) -> None:
+    await storage.rooms.save_room(SVC, "lobby", "{}")
+    await storage.rooms.set_affiliation(SVC, "lobby", "alice@example.org", "owner")
+    assert await storage.rooms.delete_room(SVC, "lobby")
+    assert not await storage.rooms.delete_room(SVC, "lobby")
+    assert await storage.rooms.get_room(SVC, "lobby") is None
+    assert await storage.rooms.get_affiliations(SVC, "lobby") == {}
+    assert await storage.rooms.list_rooms() == []
+
+
+def _archived(i: int, nick: str = "al") -> ArchivedMessage:
+    stamp = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
+    return ArchivedMessage(f"id{i}", stamp, nick, f"<message id='m{i}'><body>{i}</body></message>")
+
+
+async def test_room_archive_pages_forward_and_backward(storage: Storage) -> None:
+    for i in range(1, 6):
+        await storage.rooms.archive_add(SVC, "lobby", _archived(i))
+    await storage.rooms.archive_add(SVC, "attic", _archived(9))
+    page, complete = await storage.rooms.archive_query(SVC, "lobby", ArchiveQuery(limit=2))
+    assert [m.id for m in page] == ["id1", "id2"] and not complete
+    assert page[0] == _archived(1)
+    page, complete = await storage.rooms.archive_query(
+        SVC, "lobby", ArchiveQuery(after="id4", limit=2)
+    )
+    assert [m.id for m in page] == ["id5"] and complete
+    page, complete = await storage.rooms.archive_query(
+        SVC, "lobby", ArchiveQuery(before="", limit=2)
+    )
+    assert [m.id for m in page] == ["id4", "id5"] and not complete
+    page, complete = await storage.rooms.archive_query(
+        SVC, "lobby", ArchiveQuery(before="id3", limit=5)
+    )
+    assert [m.id for m in page] == ["id1", "id2"] and complete
+    with pytest.raises(UnknownArchiveId):
+        await storage.rooms.archive_query(SVC, "lobby", ArchiveQuery(after="id9"))
+
+
+async def test_room_archive_filters(storage: Storage) -> None:
+    for i in range(1, 6):
+        await storage.rooms.archive_add(SVC, "lobby", _archived(i, "al" if i % 2 else "bo"))
+    start, end = _archived(2).stamp, _archived(4).stamp
+    page, _ = await storage.rooms.archive_query(SVC, "lobby", ArchiveQuery(start=start, end=end))
+    assert [m.id for m in page] == ["id2", "id3", "id4"]
+    page, _ = await storage.rooms.archive_query(SVC, "lobby", ArchiveQuery(nick="bo"))
+    assert [m.id for m in page] == ["id2", "id4"]
+    assert await storage.rooms.delete_room(SVC, "lobby") is False  # never saved, but…
+    page, _ = await storage.rooms.archive_query(SVC, "lobby", ArchiveQuery())
+    assert page == []  # …its archive goes with it
 
 
 # Durable backends: persistence and sharing between processes

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 
 from descant.errors import StanzaError, StreamError
+from descant.stanza import retarget, retarget_all
 from descant.xml import ns
 from descant.xml.parser import StreamParser
-from descant.xml.serialize import escape_attr, escape_text, serialize
+from descant.xml.serialize import SharedCopy, escape_attr, escape_text, serialize
 
 
 def header(content_ns: str) -> bytes:
@@ -201,3 +202,19 @@ def test_stanza_error_element_on_the_wire_rfc6120_8_3_2() -> None:
         "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
         "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>gone &amp; away</text></error></iq>"
     )
+
+
+def test_shared_copies_serialize_like_plain_copies_and_share_the_payload_text() -> None:
+    msg = ET.fromstring(
+        "<message from='r@muc/n' id='1' type='groupchat'>t<body>a &amp; b</body>tail"
+        "<x xmlns='urn:x'><y/></x></message>"
+    )
+    copies = retarget_all(msg, ["a@x/1", "b@x/2"])
+    assert all(type(c) is SharedCopy for c in copies)
+    for content_ns in (ns.CLIENT, ns.SERVER):
+        for c, to in zip(copies, ["a@x/1", "b@x/2"], strict=True):
+            assert serialize(c, content_ns) == serialize(retarget(msg, to=to), content_ns)
+    cache = copies[0].cache  # type: ignore[attr-defined]
+    assert cache is copies[1].cache and set(cache) == {ns.CLIENT, ns.SERVER}  # type: ignore[attr-defined]
+    empty = retarget_all(ET.Element("presence"), ["a@x"])[0]
+    assert serialize(empty) == "<presence to='a@x'/>"

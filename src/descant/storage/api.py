@@ -122,11 +122,83 @@ class KeyValueStore(Protocol):
         """Store a value; None deletes it."""
 
 
+AFFILIATIONS = ("owner", "admin", "member", "outcast")
+
+
+class UnknownArchiveId(StorageError):
+    """An archive query named a message id the archive does not hold."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One archived groupchat message: its archive id (XEP-0359 stanza-id), time,
+    the sender's nick and the message as the room reflected it (XML text)."""
+
+    id: str
+    stamp: datetime
+    nick: str
+    stanza: str
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveQuery:
+    """Filters and one page of an archive query (XEP-0313, XEP-0059).
+
+    ``after`` and ``before`` are archive ids; ``before=""`` asks for the last page.
+    """
+
+    start: datetime | None = None
+    end: datetime | None = None
+    nick: str | None = None
+    after: str | None = None
+    before: str | None = None
+    limit: int = 50
+
+
+class RoomStore(Protocol):
+    """Persistent multi-user chat rooms (XEP-0045): configuration, affiliations and
+    the message archive of rooms that log (XEP-0313).
+
+    ``service`` is the MUC service domain (``conference.example.org``), ``room`` the
+    room's localpart. The configuration is an opaque JSON text the MUC module owns.
+    Affiliations are keyed by bare JID; "none" is never stored.
+    """
+
+    async def save_room(self, service: str, room: str, config: str) -> None:
+        """Create the room or replace its configuration."""
+
+    async def get_room(self, service: str, room: str) -> str | None:
+        """The stored configuration, or None for a room not stored."""
+
+    async def list_rooms(self, service: str | None = None) -> list[tuple[str, str]]:
+        """(service, room) pairs, sorted, optionally for one service."""
+
+    async def delete_room(self, service: str, room: str) -> bool:
+        """Remove a room and its affiliations; False if it was not stored."""
+
+    async def set_affiliation(self, service: str, room: str, jid: str, affiliation: str) -> None:
+        """Set a bare JID's affiliation; "none" removes it."""
+
+    async def get_affiliations(self, service: str, room: str) -> dict[str, str]:
+        """Every stored affiliation of a room, bare JID → affiliation."""
+
+    async def archive_add(self, service: str, room: str, message: ArchivedMessage) -> None:
+        """Append a message to the room's archive (ids are unique per room)."""
+
+    async def archive_query(
+        self, service: str, room: str, query: ArchiveQuery
+    ) -> tuple[list[ArchivedMessage], bool]:
+        """Matching messages in archive order, at most ``query.limit`` of them, and
+        whether the page reaches the end of the results in the paging direction.
+        UnknownArchiveId if ``after`` or ``before`` names no message of the room."""
+
+
 class Storage(Protocol):
     accounts: AccountStore
     roster: RosterStore
     offline: OfflineStore
     keyval: KeyValueStore
+    rooms: RoomStore
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

@@ -14,11 +14,15 @@ from descant.storage.api import (
     Account,
     AccountExists,
     AccountStore,
+    ArchivedMessage,
+    ArchiveQuery,
     KeyValueStore,
     NoSuchAccount,
     OfflineStore,
+    RoomStore,
     RosterItem,
     RosterStore,
+    UnknownArchiveId,
 )
 from descant.storage.sql import require_utc
 
@@ -36,6 +40,8 @@ class _Data:
         self.pending_in: dict[UserKey, dict[str, str]] = {}
         self.offline: dict[UserKey, list[tuple[str, datetime]]] = {}
         self.keyval: dict[tuple[str, str, str, str], str] = {}
+        self.rooms: dict[tuple[str, str], str] = {}
+        self.room_affiliations: dict[tuple[str, str], dict[str, str]] = {}
 
 
 class MemoryAccountStore:
@@ -137,6 +143,66 @@ class MemoryKeyValueStore:
             self._data.keyval[(host, user, store, key)] = value
 
 
+class MemoryRoomStore:
+    def __init__(self, data: _Data) -> None:
+        self._data = data
+        self._archive: dict[tuple[str, str], list[ArchivedMessage]] = {}
+
+    async def save_room(self, service: str, room: str, config: str) -> None:
+        self._data.rooms[(service, room)] = config
+
+    async def get_room(self, service: str, room: str) -> str | None:
+        return self._data.rooms.get((service, room))
+
+    async def list_rooms(self, service: str | None = None) -> list[tuple[str, str]]:
+        return sorted(k for k in self._data.rooms if service is None or k[0] == service)
+
+    async def delete_room(self, service: str, room: str) -> bool:
+        self._data.room_affiliations.pop((service, room), None)
+        self._archive.pop((service, room), None)
+        return self._data.rooms.pop((service, room), None) is not None
+
+    async def set_affiliation(self, service: str, room: str, jid: str, affiliation: str) -> None:
+        table = self._data.room_affiliations.setdefault((service, room), {})
+        if affiliation == "none":
+            table.pop(jid, None)
+        else:
+            table[jid] = affiliation
+
+    async def get_affiliations(self, service: str, room: str) -> dict[str, str]:
+        return dict(self._data.room_affiliations.get((service, room), {}))
+
+    async def archive_add(self, service: str, room: str, message: ArchivedMessage) -> None:
+        require_utc(message.stamp)
+        self._archive.setdefault((service, room), []).append(message)
+
+    async def archive_query(
+        self, service: str, room: str, query: ArchiveQuery
+    ) -> tuple[list[ArchivedMessage], bool]:
+        items = self._archive.get((service, room), [])
+        ids = [m.id for m in items]
+        lo, hi = 0, len(items)
+        for bound in (query.after, query.before or None):
+            if bound is not None and bound not in ids:
+                raise UnknownArchiveId(bound)
+        if query.after is not None:
+            lo = ids.index(query.after) + 1
+        if query.before:
+            hi = ids.index(query.before)
+        found = [
+            m
+            for m in items[lo:hi]
+            if (query.start is None or m.stamp >= query.start)
+            and (query.end is None or m.stamp <= query.end)
+            and (query.nick is None or m.nick == query.nick)
+        ]
+        if query.before is not None:
+            page = found[-query.limit :] if query.limit else []
+        else:
+            page = found[: query.limit]
+        return page, len(page) == len(found)
+
+
 class MemoryStorage:
     def __init__(self) -> None:
         data = _Data()
@@ -144,6 +210,7 @@ class MemoryStorage:
         self.roster: RosterStore = MemoryRosterStore(data)
         self.offline: OfflineStore = MemoryOfflineStore(data)
         self.keyval: KeyValueStore = MemoryKeyValueStore(data)
+        self.rooms: RoomStore = MemoryRoomStore(data)
 
     async def open(self) -> None:
         """Nothing to connect to or migrate."""

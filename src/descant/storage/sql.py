@@ -23,12 +23,16 @@ from descant.storage.api import (
     Account,
     AccountExists,
     AccountStore,
+    ArchivedMessage,
+    ArchiveQuery,
     KeyValueStore,
     NoSuchAccount,
     OfflineStore,
+    RoomStore,
     RosterItem,
     RosterStore,
     ScramCredentials,
+    UnknownArchiveId,
 )
 
 Row = tuple[Any, ...]
@@ -379,6 +383,131 @@ class SqlKeyValueStore:
         )
 
 
+class SqlRoomStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def save_room(self, service: str, room: str, config: str) -> None:
+        await self._db.execute(
+            "INSERT INTO rooms (service, room, config) VALUES (?, ?, ?) "
+            "ON CONFLICT (service, room) DO UPDATE SET config = excluded.config",
+            service,
+            room,
+            config,
+        )
+
+    async def get_room(self, service: str, room: str) -> str | None:
+        row = await self._db.fetchone(
+            "SELECT config FROM rooms WHERE service = ? AND room = ?", service, room
+        )
+        return None if row is None else str(row[0])
+
+    async def list_rooms(self, service: str | None = None) -> list[tuple[str, str]]:
+        if service is None:
+            rows = await self._db.fetchall("SELECT service, room FROM rooms")
+        else:
+            rows = await self._db.fetchall(
+                "SELECT service, room FROM rooms WHERE service = ?", service
+            )
+        return sorted((str(s), str(r)) for s, r in rows)
+
+    async def delete_room(self, service: str, room: str) -> bool:
+        async with self._db.transaction() as tx:
+            for table in ("room_affiliations", "room_archive"):
+                await tx.execute(
+                    f"DELETE FROM {table} WHERE service = ? AND room = ?", service, room
+                )
+            changed = await tx.execute(
+                "DELETE FROM rooms WHERE service = ? AND room = ?", service, room
+            )
+        return changed > 0
+
+    async def set_affiliation(self, service: str, room: str, jid: str, affiliation: str) -> None:
+        if affiliation == "none":
+            await self._db.execute(
+                "DELETE FROM room_affiliations WHERE service = ? AND room = ? AND jid = ?",
+                service,
+                room,
+                jid,
+            )
+            return
+        await self._db.execute(
+            "INSERT INTO room_affiliations (service, room, jid, affiliation) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (service, room, jid) DO UPDATE SET affiliation = excluded.affiliation",
+            service,
+            room,
+            jid,
+            affiliation,
+        )
+
+    async def get_affiliations(self, service: str, room: str) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT jid, affiliation FROM room_affiliations WHERE service = ? AND room = ?",
+            service,
+            room,
+        )
+        return {str(j): str(a) for j, a in rows}
+
+    async def archive_add(self, service: str, room: str, message: ArchivedMessage) -> None:
+        await self._db.execute(
+            "INSERT INTO room_archive (service, room, id, stamp, nick, stanza) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            service,
+            room,
+            message.id,
+            self._db.dialect.encode_time(message.stamp),
+            message.nick,
+            message.stanza,
+        )
+
+    async def _seq(self, service: str, room: str, id_: str) -> int:
+        row = await self._db.fetchone(
+            "SELECT seq FROM room_archive WHERE service = ? AND room = ? AND id = ?",
+            service,
+            room,
+            id_,
+        )
+        if row is None:
+            raise UnknownArchiveId(id_)
+        return int(row[0])
+
+    async def archive_query(
+        self, service: str, room: str, query: ArchiveQuery
+    ) -> tuple[list[ArchivedMessage], bool]:
+        conds = ["service = ?", "room = ?"]
+        params: list[object] = [service, room]
+        encode = self._db.dialect.encode_time
+        if query.start is not None:
+            conds.append("stamp >= ?")
+            params.append(encode(query.start))
+        if query.end is not None:
+            conds.append("stamp <= ?")
+            params.append(encode(query.end))
+        if query.nick is not None:
+            conds.append("nick = ?")
+            params.append(query.nick)
+        if query.after is not None:
+            conds.append("seq > ?")
+            params.append(await self._seq(service, room, query.after))
+        if query.before:
+            conds.append("seq < ?")
+            params.append(await self._seq(service, room, query.before))
+        backwards = query.before is not None
+        rows = await self._db.fetchall(
+            "SELECT id, stamp, nick, stanza FROM room_archive WHERE "
+            + " AND ".join(conds)
+            + f" ORDER BY seq {'DESC' if backwards else 'ASC'} LIMIT ?",
+            *params,
+            query.limit + 1,
+        )
+        complete = len(rows) <= query.limit
+        rows = rows[: query.limit]
+        if backwards:
+            rows.reverse()
+        decode = self._db.dialect.decode_time
+        return [ArchivedMessage(str(i), decode(t), str(n), str(s)) for i, t, n, s in rows], complete
+
+
 class SqlStorage:
     """``Storage`` over any ``Database``; ``open()`` connects and migrates."""
 
@@ -388,6 +517,7 @@ class SqlStorage:
         self.roster: RosterStore = SqlRosterStore(db)
         self.offline: OfflineStore = SqlOfflineStore(db)
         self.keyval: KeyValueStore = SqlKeyValueStore(db)
+        self.rooms: RoomStore = SqlRoomStore(db)
 
     async def open(self) -> None:
         await self.db.connect()

@@ -39,7 +39,37 @@ def escape_attr(s: str) -> str:
     return s
 
 
+class SharedCopy(ET.Element):
+    """One of several copies of a stanza made for fan-out (``stanza.retarget_all``):
+    top-level attributes of its own, children shared with the other copies, and so
+    ``cache``, where :func:`serialize` keeps the children's text per content
+    namespace. N recipients cost one serialization of the payload, not N."""
+
+    cache: dict[str, str]
+
+
 def _write(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) -> None:
+    local, uri = _start_tag(el, parent_ns, content_ns, out)
+    text = el.text
+    if not len(el) and not text:
+        out.append("/>")
+    else:
+        out.append(">")
+        _content(el, uri, content_ns, out)
+        out.append("</" + local + ">")
+
+
+def _content(el: ET.Element, uri: str, content_ns: str, out: list[str]) -> None:
+    if el.text:
+        out.append(escape_text(el.text))
+    for child in el:
+        _write(child, uri, content_ns, out)
+        if child.tail:
+            out.append(escape_text(child.tail))
+
+
+def _start_tag(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) -> tuple[str, str]:
+    """Write ``<name attrs`` (unclosed); return the written name and the namespace."""
     tag = el.tag
     if tag[0] == "{":
         uri, _, local = tag[1:].partition("}")
@@ -67,22 +97,22 @@ def _write(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) -> N
                 extra += 1
             k = name
         out.append(" " + k + "='" + escape_attr(v) + "'")
-    text = el.text
-    if not len(el) and not text:
-        out.append("/>")
-    else:
-        out.append(">")
-        if text:
-            out.append(escape_text(text))
-        for child in el:
-            _write(child, uri, content_ns, out)
-            if child.tail:
-                out.append(escape_text(child.tail))
-        out.append("</" + local + ">")
+    return local, uri
 
 
 def serialize(el: ET.Element, content_ns: str = ns.CLIENT) -> str:
     """Serialize a top-level element for a stream whose default namespace is content_ns."""
     out: list[str] = []
+    if type(el) is SharedCopy and (len(el) or el.text):
+        local, uri = _start_tag(el, content_ns, content_ns, out)
+        inner = el.cache.get(content_ns)
+        if inner is None:
+            parts: list[str] = []
+            _content(el, uri, content_ns, parts)
+            inner = el.cache[content_ns] = "".join(parts)
+        out.append(">")
+        out.append(inner)
+        out.append("</" + local + ">")
+        return "".join(out)
     _write(el, content_ns, content_ns, out)
     return "".join(out)
