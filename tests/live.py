@@ -46,6 +46,8 @@ def _toml_value(v: Any) -> str:
         return str(v)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_value(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -56,6 +58,7 @@ class LiveServer:
         self.data_dir = root / "data"
         self.port = free_port()
         self.tls_port = free_port()
+        self.s2s_port = free_port()
         self.db = self.data_dir / "descant.db"
         self.storage_url = str(sections.get("storage", {}).get("url", f"sqlite:///{self.db}"))
         cfg: dict[str, dict[str, Any]] = {
@@ -64,6 +67,7 @@ class LiveServer:
                 "listen": [f"127.0.0.1:{self.port}"],
                 "tls_listen": [f"127.0.0.1:{self.tls_port}"],
             },
+            "s2s": {"listen": [f"127.0.0.1:{self.s2s_port}"]},
             "storage": {"url": f"sqlite:///{self.db}"},
             "limits": {"max_auth_failures": 50, "max_connections_per_ip": 1000},
             "log": {"level": "debug"},

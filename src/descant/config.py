@@ -206,6 +206,10 @@ def _validate(cfg: Config) -> None:
                 raise ConfigError(f"server.domains[{i}]: {d!r} is not in canonical form")
         except InvalidJID as exc:
             raise ConfigError(f"server.domains[{i}]: {exc}") from None
+        try:
+            prep_domain(f"{cfg.muc.domain_prefix}.{d}")
+        except InvalidJID as exc:
+            raise ConfigError(f"muc.domain_prefix: {exc}") from None
     for section in ("c2s", "s2s", "http"):
         sect = getattr(cfg, section)
         for key in ("listen", "tls_listen"):

@@ -8,6 +8,7 @@ own modules (docs/modules.md).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import TYPE_CHECKING, ClassVar
 
@@ -58,3 +59,17 @@ def load_modules(host: Host, classes: list[type[Module]]) -> dict[str, Module]:
         mod.load()
         out[cls.name] = mod
     return out
+
+
+def import_module_class(spec: str) -> type[Module]:
+    """The Module subclass named by ``"package.module:ClassName"`` (``[modules] extra``)."""
+    from descant.config import ConfigError
+
+    path, _, name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(path), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"modules.extra: cannot load {spec!r}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Module)) or not cls.name:
+        raise ConfigError(f"modules.extra: {spec!r} is not a Module subclass with a name")
+    return cls

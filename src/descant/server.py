@@ -10,11 +10,13 @@ import ssl
 import time
 
 from descant.c2s.session import C2SSession
+from descant.component import ComponentService
 from descant.config import Config, parse_listen
 from descant.events import EventBus
 from descant.host import Host
 from descant.net import tls
 from descant.routing.router import Router
+from descant.s2s.manager import S2SManager
 from descant.storage import open_storage
 from descant.storage.api import Storage
 
@@ -38,6 +40,9 @@ class Server:
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._stopped = asyncio.Event()
         self.bound_ports: dict[str, list[int]] = {}
+        self.tls_files: tuple[str, str] = ("", "")
+        self.s2s = S2SManager(self)
+        self.components = ComponentService(self)
 
     def host_for(self, domain: str) -> Host | None:
         host = self.hosts.get(domain)
@@ -54,6 +59,7 @@ class Server:
 
     async def start(self) -> None:
         from descant.features import DEFAULT_MODULES
+        from descant.modules import import_module_class
 
         cfg = self.config
         await self.storage.open()
@@ -62,16 +68,24 @@ class Server:
         )
         self.tls_context = tls.server_context(cert, key)
         self.cb_data = tls.end_point_binding(cert)
+        self.tls_files = (cert, key)
         if cfg.c2s.allow_plain_without_tls:
             log.warning(
                 "c2s.allow_plain_without_tls is on: passwords may cross the network in clear"
             )
+        extra_modules = [import_module_class(spec) for spec in cfg.modules.extra]
         for domain in cfg.server.domains:
             host = Host(self, domain)
-            host.load(DEFAULT_MODULES)
+            host.load(DEFAULT_MODULES + extra_modules)
             self.hosts[domain] = host
+        from descant.features.muc import add_services
+
+        add_services(self)  # a MUC host per domain (XEP-0045; features/muc)
         for host in self.hosts.values():
             await host.start()
+        # Before c2s: once clients are accepted, federation and components are up.
+        await self.components.start()
+        await self.s2s.start()
         for addr in cfg.c2s.listen:
             await self._listen("c2s", addr, None)
         for addr in cfg.c2s.tls_listen:
@@ -95,7 +109,9 @@ class Server:
         ip = peer[0] if peer else "?"
         if self._per_ip[ip] >= self.config.limits.max_connections_per_ip:
             log.warning("refusing connection from %s: too many connections", ip)
-            writer.close()
+            # Say why (RFC 6120 §4.9.3.17) rather than drop the connection silently.
+            refused = C2SSession(self, reader, writer, direct_tls)
+            await refused.close("policy-violation", "too many connections from your address")
             return
         self._per_ip[ip] += 1
         session = C2SSession(self, reader, writer, direct_tls)
@@ -114,16 +130,39 @@ class Server:
             srv.close()
         for session in list(self.sessions):
             await session.close("system-shutdown")
+        # A TLS peer that does not answer close_notify keeps its session's task
+        # reading; left to asyncio.run it is cancelled with a logged traceback.
+        # Give the sessions a moment to end, then cut what is left.
+        await self._sessions_ended(2.0)
+        for session in list(self.sessions):
+            session.writer.transport.abort()
+        await self._sessions_ended(1.0)
         for srv in self._listeners:
             await srv.wait_closed()
+        await self.s2s.stop()
+        await self.components.stop()
         for host in self.hosts.values():
             await host.stop()
         await self.storage.close()
         self._stopped.set()
 
+    async def _sessions_ended(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down cleanly."""
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # Release what did start (listeners, the storage thread), or the
+            # process lingers after reporting the error.
+            try:
+                await self.stop()
+            except Exception:
+                log.debug("cleanup after a failed start", exc_info=True)
+            raise
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -307,3 +307,17 @@ def test_supported_storage_urls(tmp_path: Path, url: str) -> None:
 def test_data_path() -> None:
     cfg = dataclasses.replace(Config(), server=config.ServerConfig(data_dir="/srv"))
     assert data_path(cfg, "a", "b.db") == "/srv/a/b.db"
+
+
+@pytest.mark.parametrize("prefix", ["bad prefix", "", "a/b"])
+def test_invalid_muc_domain_prefix(tmp_path: Path, prefix: str) -> None:
+    assert error_for(tmp_path, f"[muc]\ndomain_prefix = '{prefix}'\n").startswith(
+        "muc.domain_prefix:"
+    )
+
+
+def test_muc_keys_are_checked(tmp_path: Path) -> None:
+    assert error_for(tmp_path, "[muc]\nroom_creation = 'nobody'\n").startswith("muc.room_creation:")
+    assert error_for(tmp_path, "[muc]\nmax_occupants = 0\n").startswith("muc.max_occupants:")
+    cfg = load_text(tmp_path, "[muc]\nhistory_length = 5\nenabled = false\n")
+    assert cfg.muc.history_length == 5 and not cfg.muc.enabled

@@ -1,0 +1,253 @@
+"""External components (XEP-0114: Jabber Component Protocol).
+
+A component (gateway, bot) connects to ``[components] listen`` and claims a
+domain with a secret from ``[components.secrets]``.
+
+Session state machine (one ordered task):
+
+    CONNECTED --header, to = a configured component domain--> OPEN
+              (else <host-unknown/>); our header carries the stream id
+    OPEN --<handshake>hex(SHA-1(stream id + secret))</handshake>--> AUTHENTICATED,
+              answered <handshake/> (a wrong digest: <not-authorized/>; the domain
+              already connected: <conflict/>)
+    AUTHENTICATED --stanza--> ``from`` must be in the component's domain (else
+              <invalid-from/>), ``to`` present --> Router.route(stanza, origin=None)
+    any --</stream>, error, EOF--> CLOSED (the domain is free again)
+
+Routing to the component: the router fires ``route/remote`` on the server bus
+for any domain without a Host; :class:`ComponentService` hooks it ahead of the
+s2s manager and takes stanzas for component domains — written to the
+connected component, or bounced with <service-unavailable/> when it is not
+connected (XEP-0114 §3.1 leaves this to the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import hmac
+import logging
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+from descant.config import parse_listen
+from descant.errors import StanzaError, StreamError
+from descant.jid import JID, InvalidJID, parse
+from descant.stanza import STANZA_KINDS
+from descant.stream.protocol import CLOSE, StreamClosed, StreamOpened, XMLStream
+from descant.xml import ns
+
+if TYPE_CHECKING:
+    from descant.server import Server
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+# Elements in the content namespace are parsed without one (xml/parser.py).
+HANDSHAKE = "handshake"
+
+
+def handshake_digest(stream_id: str, secret: str) -> str:
+    """XEP-0114 §3: lower-case hex SHA-1 of the stream id followed by the secret."""
+    return hashlib.sha1((stream_id + secret).encode("utf-8")).hexdigest()
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    OPEN = "open"
+    AUTHENTICATED = "authenticated"
+    CLOSED = "closed"
+
+
+class ComponentSession:
+    def __init__(
+        self, service: ComponentService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.service = service
+        self.server = service.server
+        self.reader = reader
+        self.writer = writer
+        self.stream = XMLStream(ns.COMPONENT, self.server.config.limits.max_stanza_size)
+        self.state = State.CONNECTED
+        self.domain = ""
+        self.closing = False
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    def write(self, text: str) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(text.encode("utf-8"))
+
+    def send(self, stanza: ET.Element) -> None:
+        self.write(self.stream.element(stanza))
+
+    async def close(self, condition: str | None = None, text: str | None = None) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if not self.stream.header_sent:
+            self.write(self.stream.header(self.domain or self.server.default_domain))
+        if condition:
+            self.write(self.stream.error(StreamError(condition, text)))
+        else:
+            self.write(CLOSE)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self.state is State.AUTHENTICATED:
+            self.service.unregister(self)
+        self.state = State.CLOSED
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+
+    async def run(self) -> None:
+        try:
+            while not self.closing:
+                try:
+                    data = await self.reader.read(READ_SIZE)
+                except (ConnectionError, OSError):
+                    data = b""
+                if not data:
+                    break
+                try:
+                    for ev in self.stream.feed(data):
+                        await self._handle(ev)
+                        if self.closing:
+                            break
+                except StreamError as err:
+                    log.info("component %s: stream error %s", self.domain or self.peer, err)
+                    await self.close(err.condition, err.text)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("component %s: internal error", self.domain or self.peer)
+            await self.close("internal-server-error")
+        finally:
+            if not self.closing:
+                self.closing = True
+                self._teardown()
+
+    async def _handle(self, ev: object) -> None:
+        if isinstance(ev, StreamOpened):
+            self._open(ev)
+        elif isinstance(ev, StreamClosed):
+            await self.close()
+        elif isinstance(ev, ET.Element):
+            if self.state is State.AUTHENTICATED:
+                await self._stanza(ev)
+            elif self.state is State.OPEN and ev.tag == HANDSHAKE:
+                self._handshake(ev)
+            else:
+                raise StreamError("not-authorized", "handshake first")
+
+    def _open(self, ev: StreamOpened) -> None:
+        to = ev.attrs.get("to", "")
+        if to not in self.service.secrets:
+            raise StreamError("host-unknown", f"{to!r} is not a component of this server")
+        self.domain = to
+        self.write(self.stream.header(to))
+        # XEP-0114 streams carry no version (they predate RFC 3920's 1.0).
+        ev.attrs.setdefault("version", "1.0")
+        self.stream.check_header(ev)
+        self.state = State.OPEN
+
+    def _handshake(self, el: ET.Element) -> None:
+        expected = handshake_digest(self.stream.id, self.service.secrets[self.domain])
+        given = (el.text or "").strip().lower()
+        if not hmac.compare_digest(expected.encode(), given.encode()):
+            raise StreamError("not-authorized", "wrong handshake")
+        if self.domain in self.service.sessions:
+            raise StreamError("conflict", f"{self.domain} is already connected")
+        self.state = State.AUTHENTICATED
+        self.service.register(self)
+        self.write(f"<handshake xmlns='{ns.COMPONENT}'/>")
+        log.info("component %s connected from %s", self.domain, self.peer)
+
+    async def _stanza(self, el: ET.Element) -> None:
+        if el.tag not in STANZA_KINDS:
+            raise StreamError("unsupported-stanza-type", f"<{el.tag}/> is not a stanza")
+        try:
+            frm = parse(el.get("from", ""))
+        except InvalidJID:
+            raise StreamError("invalid-from", "missing or invalid from") from None
+        if frm.domain != self.domain:
+            raise StreamError("invalid-from", f"{frm} is not in {self.domain}")
+        try:
+            parse(el.get("to", ""))
+        except InvalidJID:
+            if el.get("type") != "error":
+                self.send(_error_to(el, StanzaError("jid-malformed", "missing or invalid to")))
+            return
+        await self.server.router.route(el, None)
+
+
+def _error_to(el: ET.Element, err: StanzaError) -> ET.Element:
+    from descant.stanza import error_reply
+
+    reply = error_reply(el, err)
+    reply.attrib.pop("from", None)
+    return reply
+
+
+class ComponentService:
+    """The ``[components]`` listener and the routing of component domains."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.secrets = dict(server.config.components.secrets)
+        self.sessions: dict[str, ComponentSession] = {}
+        self._all: set[ComponentSession] = set()
+        self._listeners: list[asyncio.Server] = []
+
+    def serves(self, domain: str) -> bool:
+        return domain in self.secrets
+
+    async def start(self) -> None:
+        # Ahead of the s2s manager: component domains never go to DNS.
+        self.server.events.hook("route/remote", self._route, priority=10)
+        for addr in self.server.config.components.listen:
+            host, port = parse_listen(addr)
+            srv = await asyncio.start_server(self._accept, host, port, limit=1 << 20)
+            self._listeners.append(srv)
+            ports = [s.getsockname()[1] for s in srv.sockets]
+            self.server.bound_ports.setdefault("component", []).extend(ports)
+            log.info("components listening on %s", addr)
+
+    async def stop(self) -> None:
+        self.server.events.unhook("route/remote", self._route)
+        for srv in self._listeners:
+            srv.close()
+        for session in list(self._all):
+            await session.close("system-shutdown")
+        for srv in self._listeners:
+            await srv.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = ComponentSession(self, reader, writer)
+        self._all.add(session)
+        try:
+            await session.run()
+        finally:
+            self._all.discard(session)
+
+    def register(self, session: ComponentSession) -> None:
+        self.sessions[session.domain] = session
+
+    def unregister(self, session: ComponentSession) -> None:
+        if self.sessions.get(session.domain) is session:
+            del self.sessions[session.domain]
+            log.info("component %s disconnected", session.domain)
+
+    async def _route(self, args: tuple[ET.Element, JID, JID]) -> bool | None:
+        stanza, _frm, to = args
+        if to.domain not in self.secrets:
+            return None
+        session = self.sessions.get(to.domain)
+        if session is None or session.closing:
+            await self.server.router.bounce(stanza, StanzaError("service-unavailable"))
+        else:
+            session.send(stanza)
+        return True

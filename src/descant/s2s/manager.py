@@ -1,0 +1,186 @@
+"""The server's federation manager: outgoing sessions, the s2s listener, policy.
+
+It hooks ``route/remote`` on the server bus: a stanza for a domain not served
+here goes to the outgoing session for its (from-domain, to-domain) pair,
+created on demand; the session queues until its stream is authenticated and
+bounces the queue if it cannot be (never a silent loss). Incoming streams are
+accepted on ``[s2s] listen``; their dialback keys are checked through the
+outgoing session to the claimed domain (XEP-0220 §2.1.2).
+
+Policies (``[s2s] policy``, per domain in ``[s2s.policies]``):
+``verify`` — the peer's certificate must verify for its domain (PKIX, RFC 6125),
+then SASL EXTERNAL or dialback over that verified stream; ``dialback`` — TLS
+without certificate checks, identity proven by dialback (the default);
+``insecure`` — TLS optional (test rigs only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import ssl
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
+
+from descant.config import parse_listen
+from descant.errors import StanzaError
+from descant.jid import JID
+from descant.net import tls
+from descant.s2s.outgoing import OutgoingSession
+from descant.s2s.session import IncomingSession
+
+if TYPE_CHECKING:
+    from descant.server import Server
+
+log = logging.getLogger(__name__)
+
+
+class S2SManager:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        cfg = server.config.s2s
+        self.secret = (cfg.dialback_secret or secrets.token_hex(32)).encode()
+        self.outgoing: dict[tuple[str, str], OutgoingSession] = {}
+        self.incoming: set[IncomingSession] = set()
+        self.tls_server: ssl.SSLContext | None = None
+        self.tls_server_verify: ssl.SSLContext | None = None
+        self._listeners: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self.stopping = False
+        self._per_ip: collections.Counter[str] = collections.Counter()
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        server = self.server
+        server.events.hook("route/remote", self._route_remote)
+        cert, key = server.tls_files
+        self.tls_server = tls.server_context(cert, key)
+        self.tls_server.set_alpn_protocols(["xmpp-server"])
+        verify = self.tls_server_verify = tls.server_context(cert, key)
+        verify.set_alpn_protocols(["xmpp-server"])
+        verify.verify_mode = ssl.CERT_OPTIONAL
+        verify.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        if server.config.s2s.ca_file:
+            verify.load_verify_locations(server.config.s2s.ca_file)
+        for addr in server.config.s2s.listen:
+            host, port = parse_listen(addr)
+            srv = await asyncio.start_server(self._accept, host, port, limit=1 << 20)
+            self._listeners.append(srv)
+            ports = [s.getsockname()[1] for s in srv.sockets]
+            server.bound_ports.setdefault("s2s", []).extend(ports)
+            log.info("s2s listening on %s", addr)
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.server.events.unhook("route/remote", self._route_remote)
+        for srv in self._listeners:
+            srv.close()
+        for out in list(self.outgoing.values()):
+            await out.close()
+        for inc in list(self.incoming):
+            await inc.close("system-shutdown")
+        for srv in self._listeners:
+            await srv.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = peer[0] if peer else "?"
+        session = IncomingSession(self, reader, writer)
+        if self._per_ip[ip] >= self.server.config.limits.max_connections_per_ip:
+            log.warning("refusing s2s connection from %s: too many connections", ip)
+            session.write(session.header(self.server.default_domain, None))
+            await session.close("policy-violation", "too many connections from your address")
+            return
+        self._per_ip[ip] += 1
+        self.incoming.add(session)
+        try:
+            await session.run()
+        finally:
+            self.incoming.discard(session)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    # -- routing -----------------------------------------------------------------------
+
+    async def _route_remote(self, args: tuple[ET.Element, JID, JID]) -> bool | None:
+        stanza, frm, to = args
+        if self.stopping or not self.is_local(frm.domain) or not to.domain:
+            return None
+        self.session_for(frm.domain, to.domain).send(stanza)
+        return True
+
+    def session_for(self, local: str, remote: str) -> OutgoingSession:
+        session = self.outgoing.get((local, remote))
+        if session is None:
+            session = OutgoingSession(self, local, remote)
+            self.outgoing[(local, remote)] = session
+            session.start()
+        return session
+
+    def forget(self, session: OutgoingSession) -> None:
+        if self.outgoing.get((session.local, session.remote)) is session:
+            del self.outgoing[(session.local, session.remote)]
+
+    def bounce(self, stanzas: list[ET.Element], err: StanzaError) -> None:
+        """Answer undeliverable stanzas (in a task: callers may be mid-teardown)."""
+
+        async def run() -> None:
+            for stanza in stanzas:
+                try:
+                    await self.server.router.bounce(stanza, err)
+                except Exception:
+                    log.exception("bouncing a stanza failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- identity and policy ---------------------------------------------------------------
+
+    def is_local(self, domain: str) -> bool:
+        """A domain served here: a host, or a component's domain."""
+        if domain in self.server.hosts:
+            return True
+        components = getattr(self.server, "components", None)
+        return components is not None and components.serves(domain)
+
+    def policy(self, remote: str) -> str:
+        cfg = self.server.config.s2s
+        return cfg.policies.get(remote, cfg.policy)
+
+    async def verify_dialback(self, local: str, remote: str, stream_id: str, key: str) -> bool:
+        """XEP-0220 §2.1.2: ask ``remote``'s Authoritative Server about ``key``."""
+        if not key:
+            return False
+        session = self.session_for(local, remote)
+        timeout = self.server.config.s2s.connect_timeout * 3
+        return await session.verify(stream_id, key, timeout)
+
+    def client_context(self, policy: str) -> ssl.SSLContext:
+        """TLS for outgoing streams: verifying under "verify", else encryption only."""
+        ctx = self._contexts.get(policy)
+        if ctx is None:
+            cfg = self.server.config
+            if policy == "verify":
+                ctx = ssl.create_default_context(cafile=cfg.s2s.ca_file or None)
+                if cfg.s2s.ca_file:
+                    ctx.load_default_certs()
+            else:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 direct TLS
+            # Our certificate, for peers that accept SASL EXTERNAL (XEP-0178).
+            cert, key = self.server.tls_files
+            if cert:
+                ctx.load_cert_chain(cert, key)
+            self._contexts[policy] = ctx
+        return ctx
