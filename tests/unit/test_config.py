@@ -321,3 +321,15 @@ def test_muc_keys_are_checked(tmp_path: Path) -> None:
     assert error_for(tmp_path, "[muc]\nmax_occupants = 0\n").startswith("muc.max_occupants:")
     cfg = load_text(tmp_path, "[muc]\nhistory_length = 5\nenabled = false\n")
     assert cfg.muc.history_length == 5 and not cfg.muc.enabled
+
+
+def test_example_config_is_valid_and_shows_the_defaults() -> None:
+    """descant.example.toml documents the defaults: loading it changes nothing."""
+    import dataclasses
+    from pathlib import Path
+
+    from descant.config import Config, load
+
+    example = Path(__file__).resolve().parents[2] / "descant.example.toml"
+    loaded = load(str(example))
+    assert dataclasses.replace(loaded, path=None) == Config()
