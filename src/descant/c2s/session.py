@@ -207,8 +207,9 @@ class C2SSession:
     async def _open(self, ev: StreamOpened) -> None:
         to = ev.attrs.get("to")
         host = self.server.host_for(to) if to else None
-        if host is None and not to and len(self.server.hosts) == 1:
-            host = next(iter(self.server.hosts.values()))
+        if host is None and not to and len(self.server.config.server.domains) == 1:
+            # One served domain: it is the default (service hosts such as MUC do not count).
+            host = self.server.hosts.get(self.server.default_domain)
         if self._host is not None and host is not self._host:
             raise StreamError("host-unknown", "the domain changed on restart")
         if host is None:
