@@ -33,6 +33,8 @@ class C2SConfig:
     # Benchmarks and test rigs only: SASL PLAIN on an unencrypted stream.
     allow_plain_without_tls: bool = False
     auth_timeout: float = 60.0
+    # Seconds of silence before TCP keepalive probes look for a vanished client; 0: off.
+    tcp_keepalive: int = 300
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.c2s_rate": (1024, 1 << 40),
     "limits.offline_max_messages": (0, 1_000_000),
     "c2s.auth_timeout": (1, 3600),
+    "c2s.tcp_keepalive": (0, 86400),
     "muc.history_length": (0, 10000),
     "muc.max_occupants": (1, 1_000_000),
     "s2s.connect_timeout": (0.1, 600),

@@ -14,7 +14,7 @@ from descant.component import ComponentService
 from descant.config import Config, parse_listen
 from descant.events import EventBus
 from descant.host import Host
-from descant.net import tls
+from descant.net import keepalive, tls
 from descant.routing.router import Router
 from descant.s2s.manager import S2SManager
 from descant.storage import open_storage
@@ -114,6 +114,9 @@ class Server:
             await refused.close("policy-violation", "too many connections from your address")
             return
         self._per_ip[ip] += 1
+        sock = writer.get_extra_info("socket")
+        if sock is not None and self.config.c2s.tcp_keepalive:
+            keepalive.enable(sock, self.config.c2s.tcp_keepalive)
         session = C2SSession(self, reader, writer, direct_tls)
         self.sessions.add(session)
         try:
