@@ -29,5 +29,15 @@ peers:
 test: $(STAMP) lint typecheck peers
 	$(BIN)/pytest -q
 
+# Load benchmark, Descant then Prosody, side by side (bench/README.md); never part of `test`.
+# Writes bench/results/YYYY-MM-DD.md. BENCH_ARGS=--quick tries the rig in about a minute.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(STAMP) peers $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_PRE_EVENTS = {kind: f"pre-{kind}" for kind in ("message", "presence", "iq")}
+
 
 @dataclass(slots=True)
 class StanzaEvent:
@@ -59,9 +61,13 @@ class Router:
         kind = stanza.tag
         if origin is not None:
             # The sender's own host sees it first (outbound presence, carbons, …).
-            pre = StanzaEvent(stanza, origin, origin.host, frm, to, "pre")
-            if await origin.host.events.fire(f"pre-{kind}", pre) is not None:
-                return
+            # With no handler (messages, most of the time) no event is built at all.
+            events = origin.host.events
+            pre_name = _PRE_EVENTS.get(kind) or f"pre-{kind}"
+            if events.has(pre_name):
+                pre = StanzaEvent(stanza, origin, origin.host, frm, to, "pre")
+                if await events.fire(pre_name, pre) is not None:
+                    return
         host = self.server.hosts.get(to.domain)
         if host is None:
             await self._route_remote(stanza, frm, to, origin)

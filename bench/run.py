@@ -1,0 +1,261 @@
+"""``make bench``: every scenario against Descant, then Prosody; a side-by-side table.
+
+    python -m bench.run [--servers descant,prosody] [--quick] [--out FILE]
+
+Writes bench/results/YYYY-MM-DD.md (both figures, the ratio Descant/Prosody, the
+machine) and prints one JSON line and one Markdown row per scenario and server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+from bench.proc import machine_info, raise_nofile
+from bench.servers import DOMAIN, PASSWORD, Descant, Prosody, Server
+from bench.worker import Pool
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (scenario, metric, unit, better): the figures compared in the results table.
+METRICS = [
+    ("idle-{n}", "cpu_ms_per_login", "ms CPU per PLAIN login", "lower"),
+    ("idle-{n}", "login_rate_per_s", "logins/s", "higher"),
+    ("idle-{n}", "rss_kib_per_session", "KiB RSS per idle session", "lower"),
+    ("idle-{n}", "pss_kib_per_session", "KiB PSS per idle session", "lower"),
+    ("chat-saturation", "msgs_per_s", "delivered msgs/s at saturation", "higher"),
+    ("chat-saturation", "cpu_us_per_msg", "µs CPU per delivered message", "lower"),
+    ("chat-{rate}", "latency_p50_ms", "latency p50 (ms)", "lower"),
+    ("chat-{rate}", "latency_p99_ms", "latency p99 (ms)", "lower"),
+    ("chat-{rate}", "cpu_us_per_msg", "µs CPU per delivered message", "lower"),
+    ("presence", "delivered_per_s", "delivered presences/s", "higher"),
+    ("presence", "cpu_us_per_presence", "µs CPU per delivered presence", "lower"),
+    ("muc", "cpu_us_per_stanza", "µs CPU per delivered groupchat", "lower"),
+    ("login-scram", "logins_per_s", "SCRAM-SHA-256+TLS logins/s", "higher"),
+    ("login-scram", "cpu_ms_per_login", "ms CPU per SCRAM login", "lower"),
+]
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return str(v)
+
+
+def row(server: str, res: dict[str, Any]) -> str:
+    cells = [f"{k}={_fmt(v)}" for k, v in res.items() if k != "scenario"]
+    return f"| {server} | {res['scenario']} | {' · '.join(cells)} |"
+
+
+def run_server(
+    srv: Server, args: argparse.Namespace, prepared: tuple[Any, Any]
+) -> list[dict[str, Any]]:
+    """Every scenario against one server; each scenario gets a freshly started
+    process (what one leaves behind, e.g. a heap grown by 10,000 sessions, must
+    not weigh on the next)."""
+    users, rosters = prepared
+    t = time.monotonic()
+    srv.prepare(users, rosters)
+    print(
+        f"# {srv.name}: {len(users)} accounts prepared in {time.monotonic() - t:.1f}s",
+        file=sys.stderr,
+    )
+    results: list[dict[str, Any]] = []
+
+    def emit(res: dict[str, Any]) -> None:
+        res = {"server": srv.name, **res}
+        results.append(res)
+        print(json.dumps(res), flush=True)
+        print(row(srv.name, {k: v for k, v in res.items() if k != "server"}), flush=True)
+
+    def fresh(fn: Callable[[Pool], None]) -> None:
+        srv.start()
+        pool = Pool(args.workers, "127.0.0.1", srv.port, DOMAIN, PASSWORD)
+        try:
+            fn(pool)
+        finally:
+            pool.stop()
+            srv.stop()
+
+    def idle(pool: Pool) -> None:
+        for res in scenarios.idle(srv, pool, args.idle):
+            emit(res)
+
+    def chat(pool: Pool) -> None:
+        for res in scenarios.chat(srv, pool, args.pairs, args.duration, args.rate, 16):
+            emit(res)
+
+    def muc(pool: Pool) -> None:
+        try:
+            emit(scenarios.muc(srv, pool, args.occupants, args.duration))
+        except RuntimeError as exc:
+            emit({"scenario": "muc", "skipped": f"failed: {exc}"[:300]})
+
+    if "idle" not in args.skip:
+        fresh(idle)
+    if "chat" not in args.skip:
+        fresh(chat)
+    if "presence" not in args.skip:
+        fresh(lambda pool: emit(scenarios.presence(srv, pool, args.cliques, args.duration)))
+    if "muc" in args.skip:
+        emit({"scenario": "muc", "skipped": "skipped (--skip muc)"})
+    elif not srv.supports_muc():
+        emit({"scenario": "muc", "skipped": f"{srv.name} has no MUC yet"})
+    else:
+        fresh(muc)
+    if "login-scram" not in args.skip:
+        fresh(lambda pool: emit(scenarios.login_scram(srv, pool, args.scram)))
+    return results
+
+
+def table(all_results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> list[str]:
+    by = {name: {r["scenario"]: r for r in rs} for name, rs in all_results.items()}
+    d, p = by.get("Descant", {}), by.get("Prosody", {})
+    lines = [
+        "| Scenario | Figure | Descant | Prosody | Descant/Prosody | Better |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for scen, key, label, better in METRICS:
+        names = (
+            [scen.format(n=n, rate=int(args.rate)) for n in args.idle]
+            if "{n}" in scen
+            else [scen.format(rate=int(args.rate))]
+        )
+        for name in names:
+            dv, pv = d.get(name, {}).get(key), p.get(name, {}).get(key)
+            if dv is None and pv is None:
+                note = d.get(name, {}).get("skipped") or p.get(name, {}).get("skipped")
+                if note:
+                    lines.append(f"| {name} | {label} | – | – | – | {note} |")
+                continue
+            ratio = (dv / pv) if isinstance(dv, float) and isinstance(pv, float) and pv else None
+            lines.append(
+                f"| {name} | {label} | {_fmt(dv) if dv is not None else '–'} | "
+                f"{_fmt(pv) if pv is not None else '–'} | "
+                f"{f'{ratio:.2f}' if ratio is not None else '–'} | {better} |"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.run", description=__doc__)
+    ap.add_argument("--servers", default="descant,prosody")
+    ap.add_argument(
+        "--idle",
+        default="1000,5000,10000,max",
+        help="session counts for the idle scenario, cumulative; 'max': as many as the "
+        "open-file limit allows (up to 50,000)",
+    )
+    ap.add_argument("--pairs", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=2000.0, help="offered msg/s for latency")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds per measured phase")
+    ap.add_argument("--cliques", type=int, default=4, help="presence: groups of 51 users")
+    ap.add_argument("--scram", type=int, default=400, help="SCRAM logins")
+    ap.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    ap.add_argument("--occupants", type=int, default=100, help="muc: occupants of the room")
+    ap.add_argument(
+        "--skip", default="", help="scenarios to skip: idle,chat,presence,muc,login-scram"
+    )
+    ap.add_argument("--quick", action="store_true", help="small sizes, to try the rig")
+    ap.add_argument("--out", default=None, help="results file (default results/DATE.md)")
+    args = ap.parse_args(argv)
+    nofile = raise_nofile()
+    # The server needs one descriptor per session, plus its own; so does the generator.
+    most = min(50_000, (nofile - 2000) // 1000 * 1000)
+    sizes = [most if x == "max" else int(x) for x in args.idle.split(",")]
+    args.idle = sorted({n for n in sizes if 0 < n <= most}) or [max(most, 100)]
+    args.skip = set(args.skip.split(",")) if args.skip else set()
+    if args.quick:
+        (args.idle, args.pairs, args.duration, args.cliques, args.scram, args.occupants) = (
+            [200, 500],
+            20,
+            3.0,
+            2,
+            50,
+            30,
+        )
+    if len(args.idle) < len(sizes):
+        print(f"# open-file limit {nofile}: idle sizes capped at {most}", file=sys.stderr)
+    if not shutil.which("prosody") and "prosody" in args.servers:
+        print("# prosody not installed (make peers): running Descant only", file=sys.stderr)
+        args.servers = "descant"
+
+    n_users = max([*args.idle, 2 * args.pairs, args.scram, args.occupants])
+    users = [f"u{i}" for i in range(n_users)]
+    rosters = scenarios.presence_rosters(args.cliques)
+    users += list(rosters)
+    started = datetime.datetime.now(datetime.UTC)
+    all_results: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="descant-bench-") as tmp:
+        work = Path(tmp)
+        from descant.net import tls
+
+        cert = tls.ensure_certificate([DOMAIN], str(work / "certs"), "", "")
+        for name in args.servers.split(","):
+            srv: Server = Descant(work) if name == "descant" else Prosody(work, cert)
+            all_results[srv.name] = run_server(srv, args, (users, rosters))
+    lines = table(all_results, args)
+    print("\n".join(lines))
+    if args.out:
+        out = Path(args.out)
+    elif args.quick:  # a try of the rig, not a result to keep
+        out = Path(tempfile.gettempdir()) / f"descant-bench-quick-{started:%Y-%m-%d}.md"
+    else:
+        out = RESULTS / f"{started:%Y-%m-%d}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report(started, args, all_results, lines))
+    print(f"# written {out}", file=sys.stderr)
+    return 0
+
+
+def report(
+    started: datetime.datetime,
+    args: argparse.Namespace,
+    all_results: dict[str, list[dict[str, Any]]],
+    lines: list[str],
+) -> str:
+    info = machine_info()
+    parts = [
+        f"# Benchmark results, {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        "Made by `make bench` (bench/README.md says what each scenario does). Server cost "
+        "is the server process's own utime+stime and RSS/PSS from /proc, per unit "
+        "delivered, so it holds on a shared machine; ratios below 1 favour Descant for "
+        "'lower' figures, above 1 for 'higher' ones.",
+        "",
+        *lines,
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in info.items()],
+        "",
+        f"Settings: idle {args.idle}, {args.pairs} chat pairs, {args.duration:g}s phases, "
+        f"latency at {args.rate:g} msg/s, presence {args.cliques}×51 users, "
+        f"{args.scram} SCRAM logins, {args.workers} load-generator processes.",
+        "",
+        "## Raw results (one JSON line per scenario and server)",
+        "",
+        "```",
+        *[json.dumps(r) for rs in all_results.values() for r in rs],
+        "```",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
