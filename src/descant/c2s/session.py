@@ -54,6 +54,30 @@ class State(enum.Enum):
 
 
 class C2SSession:
+    # Thousands of these live at once; slots keep an idle session small.
+    __slots__ = (
+        "_host",
+        "_out",
+        "auth_failures",
+        "closing",
+        "data",
+        "directed",
+        "interested",
+        "ip",
+        "jid",
+        "jid_str",
+        "presence",
+        "priority",
+        "reader",
+        "sasl",
+        "secure",
+        "server",
+        "state",
+        "stream",
+        "username",
+        "writer",
+    )
+
     def __init__(
         self,
         server: Server,

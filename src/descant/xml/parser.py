@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from descant.errors import StreamError
 
 _SEP = " "
+# Expat name → qualified name caches, shared by the streams of the standard
+# content namespaces (a stream may declare any other one: it gets its own).
+_SHARED_NAME_NS = frozenset({"jabber:client", "jabber:server", "jabber:component:accept"})
+_SHARED_NAMES: dict[str, dict[str, str]] = {}
 _XML_WHITESPACE = " \t\r\n"  # XML 1.0 §2.3 production S; str.strip() knows more
 
 
@@ -59,10 +63,10 @@ class StreamParser:
         self.max_stanza_size = max_stanza_size
         self.max_depth = max_depth
         self._p = p = pyexpat.ParserCreate("UTF-8", _SEP)
-        # Character data comes in one call per 4 KiB (or per text node, if shorter);
+        # Character data comes in one call per 1 KiB (or per text node, if shorter);
         # _text joins the pieces. Every stream holds this buffer: expat's default of
-        # 8 KiB cost an idle session 1-4 KiB more memory (bench/README.md).
-        p.buffer_size = 4096
+        # 8 KiB cost an idle session up to 7 KiB more memory (bench/README.md).
+        p.buffer_size = 1024
         p.buffer_text = True
         p.ordered_attributes = False
         p.specified_attributes = True
@@ -151,6 +155,9 @@ class StreamParser:
         if depth == 0:
             default_ns = self._pending_ns.pop("", None)
             self._content_ns = default_ns or ""
+            if self._content_ns in _SHARED_NAME_NS:
+                # Streams of one kind share one cache: idle sessions stay small.
+                self._names = _SHARED_NAMES.setdefault(self._content_ns, {})
             tag = self._qname(name)
             ev = StreamOpened(tag, self._attrs(attrs), default_ns, dict(self._pending_ns))
             self._events.append(ev)
