@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,7 @@ from descant.features.roster import RosterModule
 from descant.jid import JID
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
-from descant.stanza import error_reply, retarget
+from descant.stanza import error_reply, retarget, retarget_all
 from descant.storage.api import RosterItem
 from descant.xml import ns
 from descant.xml.parser import parse_element
@@ -279,9 +280,8 @@ class PresenceModule(Module):
             for jid, item in roster.items():
                 if item.subscription in ("to", "both") and jid != user_bare:
                     out.append(_presence(user_bare, jid, "probe"))
-        for jid, item in roster.items():
-            if item.subscription in ("from", "both") and jid != user_bare:
-                out.append(retarget(stanza, to=jid))
+        # One shared payload for every subscriber (serialized once, not per contact).
+        out += retarget_all(stanza, _subscribers(roster, user_bare))
         for other in self.host.sessions.available(user):
             other.send(retarget(stanza, to=str(other.jid)))
         if initial:
@@ -309,10 +309,9 @@ class PresenceModule(Module):
         out: list[ET.Element] = []
         if was_available:
             roster = await self.roster.get_roster(user)
-            for jid, item in roster.items():
-                if item.subscription in ("from", "both") and jid != user_bare:
-                    out.append(retarget(stanza, to=jid))
-                    sent.add(jid)
+            subscribers = _subscribers(roster, user_bare)
+            out += retarget_all(stanza, subscribers)
+            sent.update(subscribers)
             for other in self.host.sessions.available(user):
                 other.send(retarget(stanza, to=str(other.jid)))
             if self.host.sessions.get(user, session.jid.resource) is session:
@@ -467,3 +466,12 @@ def _error_to(session: Session, stanza: ET.Element, text: str) -> ET.Element:
     reply.attrib.pop("from", None)
     reply.set("to", str(session.jid))
     return reply
+
+
+def _subscribers(roster: Mapping[str, RosterItem], user_bare: str) -> list[str]:
+    """Contacts that receive the user's presence broadcasts (RFC 6121 §4.2.2, §4.4.2)."""
+    return [
+        jid
+        for jid, item in roster.items()
+        if item.subscription in ("from", "both") and jid != user_bare
+    ]
