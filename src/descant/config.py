@@ -253,7 +253,9 @@ def parse_listen(addr: str) -> tuple[str, int]:
         raise ValueError(f"{addr!r} is not host:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"{addr!r}: write an IPv6 address in brackets, [::1]:5222")
+    if not (port_s.isascii() and port_s.isdigit()) or not 0 <= int(port_s) <= 65535:
         raise ValueError(f"{addr!r} has an invalid port")
     return host, int(port_s)
 

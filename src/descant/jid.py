@@ -19,6 +19,7 @@ _USERNAME = precis_i18n.get_profile("UsernameCaseMapped")
 _OPAQUE = precis_i18n.get_profile("OpaqueString")
 _LOCAL_FORBIDDEN = frozenset("\"&'/:<>@")
 _MAX = 1023
+_FULL_STOPS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
 
 class InvalidJID(ValueError):
@@ -99,6 +100,10 @@ def prep_resource(resource: str) -> str:
 
 @lru_cache(maxsize=2048)
 def prep_domain(domain: str) -> str:
+    if not domain.isascii():
+        # RFC 7622 §3.2 with the IDNA2008 mappings (RFC 5895): other full stops
+        # separate labels too, and full-width forms fold to their usual ones.
+        domain = unicodedata.normalize("NFKC", domain.translate(_FULL_STOPS))
     if domain.endswith("."):
         domain = domain[:-1]
     if domain.startswith("[") and domain.endswith("]"):

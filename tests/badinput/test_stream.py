@@ -157,6 +157,13 @@ async def test_unknown_domain(server: LiveServer, witness: RawClient) -> None:
     assert "from='localhost'" in out
 
 
+async def test_service_domain_is_not_a_client_domain(
+    server: LiveServer, witness: RawClient
+) -> None:
+    """The MUC service is served here but has no accounts: clients get host-unknown."""
+    await send_bad(server, header(to="conference.localhost"), "host-unknown")
+
+
 @pytest.mark.parametrize("version", ["2.0", "0.9", "x"])
 async def test_unsupported_version(server: LiveServer, witness: RawClient, version: str) -> None:
     await send_bad(server, header(version=version), "unsupported-version")

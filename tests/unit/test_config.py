@@ -333,3 +333,20 @@ def test_example_config_is_valid_and_shows_the_defaults() -> None:
     example = Path(__file__).resolve().parents[2] / "descant.example.toml"
     loaded = load(str(example))
     assert dataclasses.replace(loaded, path=None) == Config()
+
+
+@pytest.mark.parametrize("addr", ["::1:5222", "[::1:5222", "localhost:\u0665", "host:5222]"])
+def test_listen_addresses_are_strict(addr: str) -> None:
+    """Bare IPv6 (ambiguous with the port), unmatched brackets, non-ASCII digits."""
+    from descant.config import parse_listen
+
+    with pytest.raises(ValueError):
+        parse_listen(addr)
+
+
+def test_listen_address_forms() -> None:
+    from descant.config import parse_listen
+
+    assert parse_listen("[::1]:5222") == ("::1", 5222)
+    assert parse_listen("0.0.0.0:5269") == ("0.0.0.0", 5269)
+    assert parse_listen("localhost:5222") == ("localhost", 5222)

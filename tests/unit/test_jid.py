@@ -308,3 +308,11 @@ def test_rfc7622_3_5_leading_space_resource_is_accepted() -> None:
     OpaqueString (RFC 8265 §4.2) allows spaces. Like other servers we accept it, since
     refusing an address other servers deliver to would lose messages."""
     assert parse("juliet@example.com/ foo").resource == " foo"
+
+
+@pytest.mark.parametrize(
+    "given", ["example\u3002com", "example\uff0ecom", "example\uff61com", "\uff45xample.com"]
+)
+def test_domain_full_stops_and_full_width_forms_are_mapped_rfc7622_3_2(given: str) -> None:
+    """Ideographic and full-width full stops separate labels; full-width letters fold."""
+    assert parse(f"juliet@{given}") == parse("juliet@example.com")

@@ -249,6 +249,8 @@ class C2SSession:
     async def _open(self, ev: StreamOpened) -> None:
         to = ev.attrs.get("to")
         host = self.server.host_for(to) if to else None
+        if host is not None and host.domain not in self.server.config.server.domains:
+            host = None  # a service (e.g. MUC) has no accounts to log in to
         if host is None and not to and len(self.server.config.server.domains) == 1:
             # One served domain: it is the default (service hosts such as MUC do not count).
             host = self.server.hosts.get(self.server.default_domain)
