@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING
 from descant.config import parse_listen
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse
+from descant.net.connection import StreamConnection
 from descant.stanza import STANZA_KINDS
-from descant.stream.protocol import CLOSE, StreamClosed, StreamOpened, XMLStream
+from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
 # Elements in the content namespace are parsed without one (xml/parser.py).
 HANDSHAKE = "handshake"
 
@@ -60,75 +60,29 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class ComponentSession:
+class ComponentSession(StreamConnection):
+    __slots__ = ("domain", "peer", "service", "state")
+
     def __init__(
         self, service: ComponentService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(service.server, reader, writer, ns.COMPONENT)
         self.service = service
-        self.server = service.server
-        self.reader = reader
-        self.writer = writer
-        self.stream = XMLStream(ns.COMPONENT, self.server.config.limits.max_stanza_size)
         self.state = State.CONNECTED
         self.domain = ""
-        self.closing = False
-        peer = writer.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer = super()._label()
 
-    def write(self, text: str) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(text.encode("utf-8"))
+    def _our_name(self) -> str:
+        return self.domain or self.server.default_domain
 
-    def send(self, stanza: ET.Element) -> None:
-        self.write(self.stream.element(stanza))
+    def _label(self) -> str:
+        return f"component {self.domain or self.peer}"
 
-    async def close(self, condition: str | None = None, text: str | None = None) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        if not self.stream.header_sent:
-            self.write(self.stream.header(self.domain or self.server.default_domain))
-        if condition:
-            self.write(self.stream.error(StreamError(condition, text)))
-        else:
-            self.write(CLOSE)
-        self._teardown()
-
-    def _teardown(self) -> None:
+    async def _teardown(self) -> None:
         if self.state is State.AUTHENTICATED:
             self.service.unregister(self)
         self.state = State.CLOSED
-        try:
-            self.writer.close()
-        except Exception:
-            pass
-
-    async def run(self) -> None:
-        try:
-            while not self.closing:
-                try:
-                    data = await self.reader.read(READ_SIZE)
-                except (ConnectionError, OSError):
-                    data = b""
-                if not data:
-                    break
-                try:
-                    for ev in self.stream.feed(data):
-                        await self._handle(ev)
-                        if self.closing:
-                            break
-                except StreamError as err:
-                    log.info("component %s: stream error %s", self.domain or self.peer, err)
-                    await self.close(err.condition, err.text)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("component %s: internal error", self.domain or self.peer)
-            await self.close("internal-server-error")
-        finally:
-            if not self.closing:
-                self.closing = True
-                self._teardown()
+        await super()._teardown()
 
     async def _handle(self, ev: object) -> None:
         if isinstance(ev, StreamOpened):

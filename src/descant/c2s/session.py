@@ -29,8 +29,9 @@ from descant.c2s import features
 from descant.c2s.sasl import SCRAM_MECHANISMS, Challenge, Failure, PlainAuth, ScramAuth, Step
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse, prep_resource
+from descant.net.connection import StreamConnection
 from descant.stanza import STANZA_KINDS, error_reply, iq_result
-from descant.stream.protocol import CLOSE, StreamClosed, StreamOpened, XMLStream
+from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
 # Beyond this much unsent output the client is not reading: drop it rather
 # than buffer without bound.
 MAX_WRITE_BUFFER = 16 * 1024 * 1024
@@ -53,13 +53,14 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class C2SSession:
+class C2SSession(StreamConnection):
     # Thousands of these live at once; slots keep an idle session small.
     __slots__ = (
+        "_budget_bytes",
+        "_budget_start",
         "_host",
         "_out",
         "auth_failures",
-        "closing",
         "data",
         "directed",
         "interested",
@@ -68,14 +69,10 @@ class C2SSession:
         "jid_str",
         "presence",
         "priority",
-        "reader",
         "sasl",
         "secure",
-        "server",
         "state",
-        "stream",
         "username",
-        "writer",
     )
 
     def __init__(
@@ -85,12 +82,9 @@ class C2SSession:
         writer: asyncio.StreamWriter,
         direct_tls: bool = False,
     ) -> None:
-        self.server = server
-        self.reader = reader
-        self.writer = writer
+        super().__init__(server, reader, writer, ns.CLIENT)
         self.state = State.CONNECTED
         self.secure = direct_tls
-        self.stream = XMLStream(ns.CLIENT, server.config.limits.max_stanza_size)
         peer = writer.get_extra_info("peername")
         self.ip: str = peer[0] if peer else "?"
         self._host: Host | None = None
@@ -103,7 +97,8 @@ class C2SSession:
         self.directed: set[JID] = set()
         self.sasl: ScramAuth | PlainAuth | None = None
         self.auth_failures = 0
-        self.closing = False
+        self._budget_start = time.monotonic()
+        self._budget_bytes = 0
         self.data: dict[str, object] = {}  # per-session state owned by feature modules
         self._out: list[str] = []  # serialized stanzas not yet written (send, _flush)
 
@@ -117,9 +112,7 @@ class C2SSession:
 
     def write(self, text: str) -> None:
         self._flush()  # what send() queued goes first
-        if self.writer.is_closing():
-            return
-        self.writer.write(text.encode("utf-8"))
+        super().write(text)
 
     def send(self, stanza: ET.Element) -> None:
         """Queue a stanza for the client (the only delivery path).
@@ -146,85 +139,39 @@ class C2SSession:
             log.warning("%s: output buffer full, closing", self.jid_str or self.ip)
             asyncio.get_running_loop().create_task(self.close("policy-violation"))
 
-    async def close(self, condition: str | None = None, text: str | None = None) -> None:
-        """Close the stream, with a stream error when a condition is given."""
-        if self.closing:
-            return
-        self.closing = True
-        try:
-            if not self.stream.header_sent:
-                self.write(self.stream.header(self._our_name()))
-            if condition:
-                self.write(self.stream.error(StreamError(condition, text)))
-            else:
-                self.write(CLOSE)
-        finally:
-            await self._teardown()
-
     async def _teardown(self) -> None:
         self.state = State.CLOSED
         await self._unbind()
-        try:
-            self._flush()
-            self.writer.close()
-        except Exception:
-            pass
+        self._flush()
+        await super()._teardown()
 
     def _our_name(self) -> str:
         return self._host.domain if self._host is not None else self.server.default_domain
 
+    def _label(self) -> str:
+        return self.jid_str or self.ip
+
     # -- the task ---------------------------------------------------------------
 
     async def run(self) -> None:
-        limits = self.server.config.limits
         loop = asyncio.get_running_loop()
         deadline = loop.call_later(self.server.config.c2s.auth_timeout, self._auth_timeout)
-        budget_start = time.monotonic()
-        budget_bytes = 0
         try:
-            while not self.closing:
-                try:
-                    data = await self.reader.read(READ_SIZE)
-                except (ConnectionError, OSError):
-                    data = b""
-                if not data:
-                    break
-                # Floods: past c2s_rate bytes/s, stop reading until the rate is back.
-                budget_bytes += len(data)
-                elapsed = time.monotonic() - budget_start
-                if elapsed >= 1.0:
-                    budget_start, budget_bytes = time.monotonic(), len(data)
-                elif budget_bytes > limits.c2s_rate:
-                    await asyncio.sleep(budget_bytes / limits.c2s_rate - elapsed)
-                try:
-                    for ev in self.stream.feed(data):
-                        await self._handle(ev)
-                        if self.closing:
-                            break
-                except StreamError as err:
-                    log.info("%s: stream error %s", self.jid_str or self.ip, err)
-                    await self._handle_completed(err.completed)
-                    await self.close(err.condition, err.text)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: internal error", self.jid_str or self.ip)
-            await self.close("internal-server-error")
+            await super().run()
         finally:
             deadline.cancel()
-            if not self.closing:
-                self.closing = True
-                await self._teardown()
 
-    async def _handle_completed(self, events: list[object]) -> None:
-        """Handle what was whole before a parse error in the same chunk."""
-        for ev in events:
-            if self.closing:
-                return
-            try:
-                await self._handle(ev)
-            except StreamError:
-                return
+    async def _read(self) -> bytes:
+        data = await super()._read()
+        # Floods: past c2s_rate bytes/s, stop reading until the rate is back.
+        rate = self.server.config.limits.c2s_rate
+        self._budget_bytes += len(data)
+        elapsed = time.monotonic() - self._budget_start
+        if elapsed >= 1.0:
+            self._budget_start, self._budget_bytes = time.monotonic(), len(data)
+        elif self._budget_bytes > rate:
+            await asyncio.sleep(self._budget_bytes / rate - elapsed)
+        return data
 
     def _auth_timeout(self) -> None:
         if self.state in (State.CONNECTED, State.OPEN) and not self.closing:

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING
 from descant.errors import StanzaError, StreamError
 from descant.jid import InvalidJID, parse, prep_domain
 from descant.net import tls
+from descant.net.connection import StreamConnection
 from descant.s2s import dialback
 from descant.stanza import STANZA_KINDS
-from descant.stream.protocol import CLOSE, StreamClosed, StreamOpened, XMLStream
+from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
 
 if TYPE_CHECKING:
@@ -50,23 +51,18 @@ FEATURES = "{%s}features" % ns.STREAM
 STARTTLS = "{%s}starttls" % ns.TLS
 
 
-class S2SStream:
+class S2SStream(StreamConnection):
     """What both directions share: the XML stream, output, close, idle watch."""
 
     def __init__(
         self, manager: S2SManager, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        super().__init__(manager.server, reader, writer, ns.SERVER)
         self.manager = manager
-        self.server = manager.server
-        self.reader = reader
-        self.writer = writer
-        self.stream = XMLStream(ns.SERVER, self.server.config.limits.max_stanza_size)
         self.secure = False
-        self.closing = False
         self.last_active = time.monotonic()
         self._events: deque[object] = deque()
-        peer = writer.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer = super()._label()
 
     def header(self, frm: str, to: str | None) -> str:
         # The dialback namespace is declared on the header (XEP-0220 §2.1).
@@ -74,25 +70,8 @@ class S2SStream:
             " xmlns:stream=", f" xmlns:db='{dialback.NS}' xmlns:stream=", 1
         )
 
-    def write(self, text: str) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(text.encode("utf-8"))
-
     def write_element(self, el: ET.Element) -> None:
-        self.write(self.stream.element(el))
-
-    async def close(self, condition: str | None = None, text: str | None = None) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        if condition:
-            self.write(self.stream.error(StreamError(condition, text)))
-        else:
-            self.write(CLOSE)
-        try:
-            self.writer.close()
-        except Exception:
-            pass
+        self.send(el)
 
     async def read_events(self) -> bool:
         """Read one chunk into the event queue; False at EOF."""
