@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from descant.features.carbons import CarbonsModule
 from descant.features.disco import DiscoModule
 from descant.features.message import MessageModule
 from descant.features.offline import OfflineModule
@@ -17,6 +18,7 @@ DEFAULT_MODULES: list[type[Module]] = [
     RosterModule,
     PresenceModule,
     OfflineModule,
+    CarbonsModule,
     PingModule,
     VersionModule,
 ]

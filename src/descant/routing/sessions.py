@@ -24,6 +24,7 @@ class Session(Protocol):
     presence: ET.Element | None
     interested: bool
     directed: set[JID]
+    data: dict[str, object]  # per-session state owned by feature modules
 
     @property
     def host(self) -> Host: ...
