@@ -102,6 +102,25 @@ async def test_iq_ping_and_disco_both_ways(pair: tuple[LiveServer, LiveServer]) 
         await disconnect(alice, bob)
 
 
+async def test_vcard_of_a_remote_user(pair: tuple[LiveServer, LiveServer]) -> None:
+    """XEP-0054 across servers: a user's vCard is read through federation."""
+    a, b = pair
+    a_jid, a_pw = await a.make_user("alice", "a.test")
+    b_jid, b_pw = await b.make_user("bob", "b.test")
+    alice = await connect_slixmpp(a, a_jid, a_pw)
+    bob = await connect_slixmpp(b, b_jid, b_pw)
+    try:
+        for client in (alice, bob):
+            client.register_plugin("xep_0054")
+        card = bob.plugin["xep_0054"].make_vcard()
+        card["FN"] = "Bob of B"
+        await bob.plugin["xep_0054"].publish_vcard(card, timeout=10)
+        got = await alice.plugin["xep_0054"].get_vcard(b_jid, cached=False, timeout=10)
+        assert got["vcard_temp"]["FN"] == "Bob of B"
+    finally:
+        await disconnect(alice, bob)
+
+
 async def test_unreachable_peer_bounces(pair: tuple[LiveServer, LiveServer]) -> None:
     """RFC 6120 §8.3.3.14: nothing listens for down.test → remote-server-not-found, quickly."""
     _, b = pair

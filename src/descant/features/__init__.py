@@ -9,6 +9,7 @@ from descant.features.offline import OfflineModule
 from descant.features.ping import PingModule
 from descant.features.presence import PresenceModule
 from descant.features.roster import RosterModule
+from descant.features.vcard import VCardModule
 from descant.features.version import VersionModule
 from descant.modules import Module
 
@@ -21,4 +22,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     CarbonsModule,
     PingModule,
     VersionModule,
+    VCardModule,
 ]

@@ -1,0 +1,66 @@
+"""vCard-temp (XEP-0054): each account's public vCard, kept by its server.
+
+A user sets and reads their own vCard (an iq without ``to``, or to their own bare
+JID); anyone, local or remote, reads another account's (to its bare JID) and
+gets an empty ``<vCard/>`` when none was published. Setting someone else's is
+``<forbidden/>``; an account that does not exist is ``<service-unavailable/>``,
+as for any other iq to it. vCards are stored as XML text in the key-value store.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from descant.errors import StanzaError
+from descant.modules import Module
+from descant.routing.router import StanzaEvent
+from descant.stanza import error_reply, iq_result
+from descant.xml.parser import parse_element
+from descant.xml.serialize import serialize
+
+NS = "vcard-temp"
+TAG = f"{{{NS}}}vCard"
+_STORE = "vcard"
+
+
+class VCardModule(Module):
+    name = "vcard"
+
+    def load(self) -> None:
+        self.host.add_feature(NS)
+        self.hook_iq("get", "self,bare", f"{NS}:vCard", self.get)
+        self.hook_iq("set", "self", f"{NS}:vCard", self.set)
+        self.hook_iq("set", "bare", f"{NS}:vCard", self.forbidden)
+
+    async def _answer(self, ev: StanzaEvent, reply: ET.Element) -> bool:
+        if not reply.get("from"):
+            reply.set("from", str(ev.to))
+        await self.server.router.route(reply)
+        return True
+
+    async def get(self, ev: StanzaEvent) -> bool:
+        user = ev.to.local
+        kv = self.host.storage.keyval
+        stored = await kv.get(self.host.domain, user, _STORE, "current")
+        accounts = self.host.storage.accounts
+        if (
+            stored is None
+            and ev.to_kind == "bare"
+            and await accounts.get(self.host.domain, user) is None
+        ):
+            return await self._answer(
+                ev, error_reply(ev.stanza, StanzaError("service-unavailable"))
+            )
+        vcard = parse_element(stored) if stored is not None else ET.Element(TAG)
+        return await self._answer(ev, iq_result(ev.stanza, vcard))
+
+    async def set(self, ev: StanzaEvent) -> bool:
+        vcard = ev.stanza[0]
+        await self.host.storage.keyval.set(
+            self.host.domain, ev.to.local, _STORE, "current", serialize(vcard)
+        )
+        return await self._answer(ev, iq_result(ev.stanza))
+
+    async def forbidden(self, ev: StanzaEvent) -> bool:
+        """Only the owner may change a vCard (XEP-0054 §3.2)."""
+        return await self._answer(ev, error_reply(ev.stanza, StanzaError("forbidden")))
