@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from descant.features.blocking import BlockingModule
 from descant.features.carbons import CarbonsModule
 from descant.features.disco import DiscoModule
 from descant.features.message import MessageModule
@@ -20,6 +21,7 @@ DEFAULT_MODULES: list[type[Module]] = [
     PresenceModule,
     OfflineModule,
     CarbonsModule,
+    BlockingModule,
     PingModule,
     VersionModule,
     VCardModule,
