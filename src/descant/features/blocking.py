@@ -63,11 +63,15 @@ class BlockingModule(Module):
     async def blocked(self, user: str) -> set[str]:
         cached = self._cache.get(user)
         if cached is None:
-            text = await self.host.storage.keyval.get(self.host.domain, user, _STORE, "list")
-            cached = set(filter(None, (text or "").split("\n")))
-            if self.host.sessions.of_user(user):
-                self._cache[user] = cached
+            cached = await self._load(user)
         return cached
+
+    async def _load(self, user: str) -> set[str]:
+        text = await self.host.storage.keyval.get(self.host.domain, user, _STORE, "list")
+        items = set(filter(None, (text or "").split("\n")))
+        if self.host.sessions.of_user(user):
+            self._cache[user] = items
+        return items
 
     async def _save(self, user: str, items: set[str]) -> None:
         value = "\n".join(sorted(items)) if items else None
@@ -159,9 +163,12 @@ class BlockingModule(Module):
 
     async def outbound(self, ev: StanzaEvent) -> bool | None:
         """The user sends to a JID they blocked: refused (§3.5)."""
-        if ev.to.bare == ev.frm.bare or not ev.stanza.get("to"):
+        blocked = self._cache.get(ev.frm.local)
+        if blocked is None:
+            blocked = await self._load(ev.frm.local)
+        if not blocked or not ev.stanza.get("to") or ev.to.bare == ev.frm.bare:
             return None
-        if not matches(await self.blocked(ev.frm.local), ev.to):
+        if not matches(blocked, ev.to):
             return None
         if ev.stanza.get("type") == "error":
             return True
@@ -173,9 +180,16 @@ class BlockingModule(Module):
 
     async def inbound(self, ev: StanzaEvent) -> bool | None:
         """Something from a JID the user blocked: not delivered (§3.4)."""
+        blocked = self._cache.get(ev.to.local)
+        if blocked is None:
+            blocked = await self._load(ev.to.local)
+        if ev.frm.domain == self.host.domain and ev.frm.local and ev.stanza.tag == "presence":
+            pass  # the sender's own list may matter too (below)
+        elif not blocked:
+            return None
         if ev.frm.bare == ev.to.bare:
             return None
-        if not matches(await self.blocked(ev.to.local), ev.frm):
+        if not matches(blocked, ev.frm):
             # Presence the server broadcasts for a local user respects that
             # user's list too; going offline (and errors) still get through (§3.3).
             if (

@@ -64,10 +64,34 @@ class CarbonsModule(Module):
         self.host.add_feature(NS)
         self.hook_iq("set", "self", f"{NS}:enable", self.enable)
         self.hook_iq("set", "self", f"{NS}:disable", self.disable)
-        self.hook("pre-message", self.sent)
-        # Ahead of the message module's delivery (priority 0); never takes the stanza.
-        self.hook("message/bare", self.received_bare, priority=10)
-        self.hook("message/full", self.received_full, priority=10)
+        self.hook("resource-unbound", self._unbound)
+        # user → sessions that enabled carbons. The message hooks are in place
+        # only while someone on this host has carbons on, so that messages cost
+        # nothing extra otherwise (the router skips events nobody listens to).
+        self._users: dict[str, list[Session]] = {}
+        self._copy_hooks = (
+            ("pre-message", self.sent, 0),
+            # Ahead of the message module's delivery (priority 0); never takes it.
+            ("message/bare", self.received_bare, 10),
+            ("message/full", self.received_full, 10),
+        )
+        self._hooked = False
+
+    def _sync_hooks(self) -> None:
+        want = bool(self._users)
+        if want == self._hooked:
+            return
+        self._hooked = want
+        for name, handler, priority in self._copy_hooks:
+            if want:
+                self.host.events.hook(name, handler, priority)
+            else:
+                self.host.events.unhook(name, handler)
+
+    def unload(self) -> None:
+        self._users.clear()
+        self._sync_hooks()
+        super().unload()
 
     async def _set(self, ev: StanzaEvent, on: bool) -> bool:
         session = ev.origin
@@ -75,6 +99,12 @@ class CarbonsModule(Module):
             await self.server.router.route(error_reply(ev.stanza, StanzaError("not-allowed")))
             return True
         session.data[_KEY] = on
+        enabled = [s for s in self._users.pop(session.jid.local, []) if s is not session]
+        if on:
+            enabled.append(session)
+        if enabled:
+            self._users[session.jid.local] = enabled
+        self._sync_hooks()
         reply = iq_result(ev.stanza)
         reply.set("from", str(ev.frm.bare))
         session.send(reply)
@@ -86,17 +116,27 @@ class CarbonsModule(Module):
     async def disable(self, ev: StanzaEvent) -> bool:
         return await self._set(ev, False)
 
+    async def _unbound(self, session: Session) -> None:
+        enabled = self._users.get(session.jid.local)
+        if enabled and any(s is session for s in enabled):
+            rest = [s for s in enabled if s is not session]
+            if rest:
+                self._users[session.jid.local] = rest
+            else:
+                del self._users[session.jid.local]
+            self._sync_hooks()
+
     def _enabled(self, user: str, skip: list[Session]) -> list[Session]:
         return [
             s
-            for s in self.host.sessions.available(user)
-            if s.data.get(_KEY) and all(s is not k for k in skip)
+            for s in self._users.get(user, ())
+            if s.presence is not None and all(s is not k for k in skip)
         ]
 
     async def sent(self, ev: StanzaEvent) -> None:
         """Copies of what a user sends, to the user's other resources (§7)."""
         origin = ev.origin
-        if origin is None or not eligible(ev.stanza):
+        if ev.frm.local not in self._users or origin is None or not eligible(ev.stanza):
             return None
         user_bare = str(ev.frm.bare)
         if ev.to.bare == ev.frm.bare:
@@ -108,7 +148,7 @@ class CarbonsModule(Module):
     async def received_bare(self, ev: StanzaEvent) -> None:
         """Copies for resources a bare-JID message does not reach (§8)."""
         stanza = ev.stanza
-        if not eligible(stanza) or ev.frm.bare == ev.to.bare:
+        if ev.to.local not in self._users or not eligible(stanza) or ev.frm.bare == ev.to.bare:
             return None
         targets = self.host.sessions.message_targets(ev.to.local, stanza.get("type", "normal"))
         if targets:
@@ -117,7 +157,7 @@ class CarbonsModule(Module):
 
     async def received_full(self, ev: StanzaEvent) -> None:
         stanza = ev.stanza
-        if not eligible(stanza) or ev.frm.bare == ev.to.bare:
+        if ev.to.local not in self._users or not eligible(stanza) or ev.frm.bare == ev.to.bare:
             return None
         if stanza.find(f"{{{MUC_USER}}}x") is not None:
             return None  # a MUC private message: only the joined resource
