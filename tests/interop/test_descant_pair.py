@@ -51,13 +51,22 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer,
     assert a.stop() == 0, a.log()[-3000:]
 
 
+async def _online_pair(a: LiveServer, b: LiveServer) -> tuple[Any, Any, str, str]:
+    """Alice on server A (a.test) and Bob on server B (b.test), both online."""
+    a_jid, a_pw = await a.make_user("alice", "a.test")
+    b_jid, b_pw = await b.make_user("bob", "b.test")
+    return (
+        await connect_slixmpp(a, a_jid, a_pw),
+        await connect_slixmpp(b, b_jid, b_pw),
+        a_jid,
+        b_jid,
+    )
+
+
 async def test_message_and_subscription_both_ways(pair: tuple[LiveServer, LiveServer]) -> None:
     """RFC 6121 §3 subscription handshake and §5 messages across a dialback-authenticated link."""
     a, b = pair
-    a_jid, a_pw = await a.make_user("alice", "a.test")
-    b_jid, b_pw = await b.make_user("bob", "b.test")
-    alice = await connect_slixmpp(a, a_jid, a_pw)
-    bob = await connect_slixmpp(b, b_jid, b_pw)
+    alice, bob, a_jid, b_jid = await _online_pair(a, b)
     try:
         alice.send_message(mto=b_jid, mbody="hello bob", mtype="chat")
         msg = await bob.next_message(timeout=15)
@@ -89,10 +98,7 @@ async def test_message_and_subscription_both_ways(pair: tuple[LiveServer, LiveSe
 async def test_iq_ping_and_disco_both_ways(pair: tuple[LiveServer, LiveServer]) -> None:
     """XEP-0199 ping and XEP-0030 disco#info to the remote server."""
     a, b = pair
-    a_jid, a_pw = await a.make_user("alice", "a.test")
-    b_jid, b_pw = await b.make_user("bob", "b.test")
-    alice = await connect_slixmpp(a, a_jid, a_pw)
-    bob = await connect_slixmpp(b, b_jid, b_pw)
+    alice, bob, _a_jid, _b_jid = await _online_pair(a, b)
     try:
         await alice.plugin["xep_0199"].send_ping("b.test", timeout=10)
         await bob.plugin["xep_0199"].send_ping("a.test", timeout=10)
@@ -105,10 +111,7 @@ async def test_iq_ping_and_disco_both_ways(pair: tuple[LiveServer, LiveServer]) 
 async def test_vcard_of_a_remote_user(pair: tuple[LiveServer, LiveServer]) -> None:
     """XEP-0054 across servers: a user's vCard is read through federation."""
     a, b = pair
-    a_jid, a_pw = await a.make_user("alice", "a.test")
-    b_jid, b_pw = await b.make_user("bob", "b.test")
-    alice = await connect_slixmpp(a, a_jid, a_pw)
-    bob = await connect_slixmpp(b, b_jid, b_pw)
+    alice, bob, _a_jid, b_jid = await _online_pair(a, b)
     try:
         for client in (alice, bob):
             client.register_plugin("xep_0054")
@@ -291,10 +294,7 @@ async def test_remote_muc_occupant(pair: tuple[LiveServer, LiveServer]) -> None:
     """XEP-0045 across servers: bob@b.test enters a room on conference.a.test (a MUC
     host of A, a domain dialback-authenticated on its own) and gets its messages."""
     a, b = pair
-    a_jid, a_pw = await a.make_user("alice", "a.test")
-    b_jid, b_pw = await b.make_user("bob", "b.test")
-    alice = await connect_slixmpp(a, a_jid, a_pw)
-    bob = await connect_slixmpp(b, b_jid, b_pw)
+    alice, bob, _a_jid, _b_jid = await _online_pair(a, b)
     room = f"fed{int(time.monotonic() * 1000)}@conference.a.test"
     try:
         for c in (alice, bob):
