@@ -163,10 +163,15 @@ class BlockingModule(Module):
 
     async def outbound(self, ev: StanzaEvent) -> bool | None:
         """The user sends to a JID they blocked: refused (§3.5)."""
+        to = ev.to
+        if not ev.stanza.get("to") or to.bare == ev.frm.bare:
+            return None  # broadcasts and the user's own account
+        if not to.local and to.domain == self.host.domain:
+            return None  # the user's own server (a ping, disco): no list read needed
         blocked = self._cache.get(ev.frm.local)
         if blocked is None:
             blocked = await self._load(ev.frm.local)
-        if not blocked or not ev.stanza.get("to") or ev.to.bare == ev.frm.bare:
+        if not blocked:
             return None
         if not matches(blocked, ev.to):
             return None
