@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from descant import __version__
 from descant.accounts import make_account
-from descant.config import Config, ConfigError, load
+from descant.config import Config, ConfigError, data_path, load
 from descant.jid import InvalidJID, parse
 from descant.storage import open_storage
 from descant.storage.api import AccountExists, Storage
@@ -141,7 +141,7 @@ def cmd_cert(cfg: Config, args: argparse.Namespace) -> int:
     from descant.net.tls import make_self_signed
 
     domains = args.domains or cfg.server.domains
-    out = os.path.join(cfg.server.data_dir, "certs")
+    out = data_path(cfg, "certs")
     cert, key = os.path.join(out, f"{domains[0]}.crt"), os.path.join(out, f"{domains[0]}.key")
     make_self_signed(domains, cert, key)
     print(f"certificate: {cert}\nkey:         {key}")

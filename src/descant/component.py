@@ -35,7 +35,7 @@ from descant.config import parse_listen
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse
 from descant.net.connection import StreamConnection
-from descant.stanza import STANZA_KINDS
+from descant.stanza import STANZA_KINDS, error_reply
 from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
 
@@ -99,7 +99,7 @@ class ComponentSession(StreamConnection):
 
     def _open(self, ev: StreamOpened) -> None:
         to = ev.attrs.get("to", "")
-        if to not in self.service.secrets:
+        if not self.service.serves(to):
             raise StreamError("host-unknown", f"{to!r} is not a component of this server")
         self.domain = to
         self.write(self.stream.header(to))
@@ -139,8 +139,6 @@ class ComponentSession(StreamConnection):
 
 
 def _error_to(el: ET.Element, err: StanzaError) -> ET.Element:
-    from descant.stanza import error_reply
-
     reply = error_reply(el, err)
     reply.attrib.pop("from", None)
     return reply
@@ -197,7 +195,7 @@ class ComponentService:
 
     async def _route(self, args: tuple[ET.Element, JID, JID]) -> bool | None:
         stanza, _frm, to = args
-        if to.domain not in self.secrets:
+        if not self.serves(to.domain):
             return None
         session = self.sessions.get(to.domain)
         if session is None or session.closing:

@@ -213,7 +213,7 @@ def _validate(cfg: Config) -> None:
             prep_domain(f"{cfg.muc.domain_prefix}.{d}")
         except InvalidJID as exc:
             raise ConfigError(f"muc.domain_prefix: {exc}") from None
-    for section in ("c2s", "s2s", "http"):
+    for section in ("c2s", "s2s", "http", "components"):
         sect = getattr(cfg, section)
         for key in ("listen", "tls_listen"):
             for i, addr in enumerate(getattr(sect, key, [])):
@@ -221,11 +221,6 @@ def _validate(cfg: Config) -> None:
                     parse_listen(addr)
                 except ValueError as exc:
                     raise ConfigError(f"{section}.{key}[{i}]: {exc}") from None
-    for i, addr in enumerate(cfg.components.listen):
-        try:
-            parse_listen(addr)
-        except ValueError as exc:
-            raise ConfigError(f"components.listen[{i}]: {exc}") from None
     for dom, addr in cfg.s2s.routes.items():
         try:
             parse_listen(addr)

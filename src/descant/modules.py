@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, ClassVar
 from descant.events import Handler
 
 if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
+
     from descant.host import Host
+    from descant.routing.router import StanzaEvent
     from descant.server import Server
 
 
@@ -36,6 +39,22 @@ class Module:
         """Hook ``iq-<type>/<to>/<payload>``; ``to`` may list several kinds."""
         for kind in to.split(","):
             self.hook(f"iq-{type_}/{kind}/{payload}", handler)
+
+    async def answer(self, ev: StanzaEvent, answer: ET.Element) -> bool:
+        """Send the answer to a request the server handled (result or error).
+
+        It comes from the address the request was sent to — the account's bare
+        JID when the request had no ``to`` — and goes straight to the asking
+        session when that is local, else through the router. Returns True, so a
+        handler can ``return await self.answer(...)``.
+        """
+        if not answer.get("from"):
+            answer.set("from", str(ev.to))
+        if ev.origin is not None:
+            ev.origin.send(answer)
+        else:
+            await self.server.router.route(answer)
+        return True
 
     def load(self) -> None:
         """Register hooks and items; called once when the host starts."""

@@ -14,6 +14,7 @@ from descant.errors import StanzaError
 from descant.xml.serialize import SharedCopy
 
 STANZA_KINDS = frozenset({"message", "presence", "iq"})
+IQ_TYPES = frozenset({"get", "set", "result", "error"})
 
 _ids = count(1)
 
@@ -83,15 +84,6 @@ def iq_result(stanza: ET.Element, payload: ET.Element | None = None) -> ET.Eleme
     return out
 
 
-def child(stanza: ET.Element, tag: str) -> ET.Element | None:
-    return stanza.find(tag)
-
-
-def text_of(stanza: ET.Element, tag: str) -> str | None:
-    el = stanza.find(tag)
-    return None if el is None else (el.text or "")
-
-
 def payload_key(stanza: ET.Element) -> str | None:
     """'ns:tag' of an iq's first child, the key iq handlers are hooked on."""
     if not len(stanza):
@@ -101,3 +93,11 @@ def payload_key(stanza: ET.Element) -> str | None:
         uri, _, local = tag[1:].partition("}")
         return f"{uri}:{local}"
     return f"jabber:client:{tag}"
+
+
+def valid_iq(iq: ET.Element) -> bool:
+    """RFC 6120 §8.2.3: an id, a known type, exactly one child in a get or set."""
+    type_ = iq.get("type")
+    if not iq.get("id") or type_ not in IQ_TYPES:
+        return False
+    return len(iq) == 1 if type_ in ("get", "set") else True

@@ -7,13 +7,11 @@ import xml.etree.ElementTree as ET
 from descant.errors import StanzaError
 from descant.stanza import (
     STANZA_KINDS,
-    child,
     error_reply,
     iq_result,
     new_id,
     payload_key,
     retarget,
-    text_of,
 )
 from descant.xml import ns
 
@@ -174,16 +172,6 @@ def test_retarget_removing_a_missing_attribute_is_harmless() -> None:
 
 
 # -- small accessors ------------------------------------------------------------------------------
-
-
-def test_child_and_text_of() -> None:
-    el = message()
-    assert child(el, "body") is el[0]
-    assert child(el, "subject") is None
-    assert text_of(el, "body") == "wherefore"
-    assert text_of(el, "subject") is None
-    ET.SubElement(el, "thread")
-    assert text_of(el, "thread") == ""
 
 
 def test_payload_key_names_first_child_namespace_and_tag() -> None:

@@ -30,7 +30,7 @@ from descant.c2s.sasl import SCRAM_MECHANISMS, Challenge, Failure, PlainAuth, Sc
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse, prep_resource
 from descant.net.connection import StreamConnection
-from descant.stanza import STANZA_KINDS, error_reply, iq_result
+from descant.stanza import STANZA_KINDS, error_reply, iq_result, valid_iq
 from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
 
@@ -409,7 +409,7 @@ class C2SSession(StreamConnection):
                 if not silent:
                     self.send(self._local_error(el, StanzaError("jid-malformed", str(exc))))
                 return
-        if kind == "iq" and not _valid_iq(el):
+        if kind == "iq" and not valid_iq(el):
             el.set("from", self.jid_str)
             if not silent:
                 err = StanzaError("bad-request", "an iq needs an id, a type, and get/set one child")
@@ -423,14 +423,3 @@ class C2SSession(StreamConnection):
         reply.attrib.pop("from", None)
         reply.set("to", self.jid_str)
         return reply
-
-
-_IQ_TYPES = frozenset({"get", "set", "result", "error"})
-
-
-def _valid_iq(iq: ET.Element) -> bool:
-    """RFC 6120 §8.2.3: an id, a known type, exactly one child in a get or set."""
-    type_ = iq.get("type")
-    if not iq.get("id") or type_ not in _IQ_TYPES:
-        return False
-    return len(iq) == 1 if type_ in ("get", "set") else True

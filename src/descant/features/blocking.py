@@ -93,7 +93,7 @@ class BlockingModule(Module):
         query = ET.Element(f"{{{NS}}}blocklist")
         for jid in sorted(await self.blocked(ev.frm.local)):
             ET.SubElement(query, f"{{{NS}}}item", {"jid": jid})
-        await self._reply(ev, iq_result(ev.stanza, query))
+        await self.answer(ev, iq_result(ev.stanza, query))
         return True
 
     def _items(self, ev: StanzaEvent) -> list[str] | None:
@@ -108,12 +108,12 @@ class BlockingModule(Module):
     async def block(self, ev: StanzaEvent) -> bool:
         items = self._items(ev)
         if not items:  # none given, or one not a JID (§3.3)
-            await self._reply(ev, error_reply(ev.stanza, StanzaError("bad-request")))
+            await self.answer(ev, error_reply(ev.stanza, StanzaError("bad-request")))
             return True
         user = ev.frm.local
         current = set(await self.blocked(user))
         await self._save(user, current | set(items))
-        await self._reply(ev, iq_result(ev.stanza))
+        await self.answer(ev, iq_result(ev.stanza))
         await self._push(user, "block", items)
         await self._hide_from(user, [parse(j) for j in items])
         return True
@@ -121,21 +121,15 @@ class BlockingModule(Module):
     async def unblock(self, ev: StanzaEvent) -> bool:
         items = self._items(ev)
         if items is None:
-            await self._reply(ev, error_reply(ev.stanza, StanzaError("bad-request")))
+            await self.answer(ev, error_reply(ev.stanza, StanzaError("bad-request")))
             return True
         user = ev.frm.local
         current = set(await self.blocked(user))
         removed = sorted(current & set(items)) if items else sorted(current)
         await self._save(user, current - set(removed))
-        await self._reply(ev, iq_result(ev.stanza))
+        await self.answer(ev, iq_result(ev.stanza))
         await self._push(user, "unblock", items)  # an empty unblock: "everything" (§3.4)
         return True
-
-    async def _reply(self, ev: StanzaEvent, reply: ET.Element) -> None:
-        if ev.origin is not None:
-            ev.origin.send(reply)
-        else:
-            await self.server.router.route(reply)
 
     async def _push(self, user: str, kind: str, items: list[str]) -> None:
         """Tell the user's other interested sessions (§3.3, §3.4)."""

@@ -96,8 +96,7 @@ class CarbonsModule(Module):
     async def _set(self, ev: StanzaEvent, on: bool) -> bool:
         session = ev.origin
         if session is None:  # only a client session can opt in
-            await self.server.router.route(error_reply(ev.stanza, StanzaError("not-allowed")))
-            return True
+            return await self.answer(ev, error_reply(ev.stanza, StanzaError("not-allowed")))
         session.data[_KEY] = on
         enabled = [s for s in self._users.pop(session.jid.local, []) if s is not session]
         if on:
@@ -105,10 +104,7 @@ class CarbonsModule(Module):
         if enabled:
             self._users[session.jid.local] = enabled
         self._sync_hooks()
-        reply = iq_result(ev.stanza)
-        reply.set("from", str(ev.frm.bare))
-        session.send(reply)
-        return True
+        return await self.answer(ev, iq_result(ev.stanza))
 
     async def enable(self, ev: StanzaEvent) -> bool:
         return await self._set(ev, True)

@@ -28,21 +28,15 @@ class DiscoModule(Module):
         self.hook_iq("get", "bare,self", f"{ns.DISCO_INFO}:query", self.account_info)
         self.hook_iq("get", "bare,self", f"{ns.DISCO_ITEMS}:query", self.account_items)
 
-    async def _reply(self, ev: StanzaEvent, query: ET.Element) -> bool:
-        if ev.origin is not None:
-            ev.origin.send(iq_result(_reply_addr(ev), query))
-        else:
-            await self.server.router.route(iq_result(_reply_addr(ev), query))
-        return True
+    async def _result(self, ev: StanzaEvent, query: ET.Element) -> bool:
+        return await self.answer(ev, iq_result(ev.stanza, query))
 
-    async def _node_error(self, ev: StanzaEvent) -> bool:
-        reply = error_reply(_reply_addr(ev), StanzaError("item-not-found"))
-        await self.server.router.route(reply)
-        return True
+    async def _error(self, ev: StanzaEvent, condition: str) -> bool:
+        return await self.answer(ev, error_reply(ev.stanza, StanzaError(condition)))
 
     async def host_info(self, ev: StanzaEvent) -> bool:
         if ev.stanza[0].get("node"):
-            return await self._node_error(ev)
+            return await self._error(ev, "item-not-found")
         query = ET.Element("{%s}query" % ns.DISCO_INFO)
         for category, type_, name in self.host.identities:
             attrs = {"category": category, "type": type_}
@@ -51,39 +45,33 @@ class DiscoModule(Module):
             ET.SubElement(query, "{%s}identity" % ns.DISCO_INFO, attrs)
         for feature in sorted(self.host.features):
             ET.SubElement(query, "{%s}feature" % ns.DISCO_INFO, {"var": feature})
-        return await self._reply(ev, query)
+        return await self._result(ev, query)
 
     async def host_items(self, ev: StanzaEvent) -> bool:
         if ev.stanza[0].get("node"):
-            return await self._node_error(ev)
+            return await self._error(ev, "item-not-found")
         query = ET.Element("{%s}query" % ns.DISCO_ITEMS)
         for jid, name in self.items:
             attrs = {"jid": jid}
             if name:
                 attrs["name"] = name
             ET.SubElement(query, "{%s}item" % ns.DISCO_ITEMS, attrs)
-        return await self._reply(ev, query)
+        return await self._result(ev, query)
 
     async def account_info(self, ev: StanzaEvent) -> bool:
         if not await self._may_see(ev):
-            await self.server.router.route(
-                error_reply(_reply_addr(ev), StanzaError("service-unavailable"))
-            )
-            return True
+            return await self._error(ev, "service-unavailable")
         query = ET.Element("{%s}query" % ns.DISCO_INFO)
         ET.SubElement(
             query, "{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"}
         )
         ET.SubElement(query, "{%s}feature" % ns.DISCO_INFO, {"var": ns.DISCO_INFO})
-        return await self._reply(ev, query)
+        return await self._result(ev, query)
 
     async def account_items(self, ev: StanzaEvent) -> bool:
         if not await self._may_see(ev):
-            await self.server.router.route(
-                error_reply(_reply_addr(ev), StanzaError("service-unavailable"))
-            )
-            return True
-        return await self._reply(ev, ET.Element("{%s}query" % ns.DISCO_ITEMS))
+            return await self._error(ev, "service-unavailable")
+        return await self._result(ev, ET.Element("{%s}query" % ns.DISCO_ITEMS))
 
     async def _may_see(self, ev: StanzaEvent) -> bool:
         """Accounts are visible to themselves and to contacts with a subscription
@@ -94,13 +82,3 @@ class DiscoModule(Module):
             self.host.domain, ev.to.local, str(ev.frm.bare)
         )
         return item is not None and item.subscription in ("from", "both")
-
-
-def _reply_addr(ev: StanzaEvent) -> ET.Element:
-    """The request with an explicit ``to`` so replies carry the right ``from``."""
-    if ev.stanza.get("to"):
-        return ev.stanza
-    el = ET.Element(ev.stanza.tag, dict(ev.stanza.attrib))
-    el.set("to", str(ev.to))
-    el.extend(ev.stanza)
-    return el

@@ -16,8 +16,4 @@ class PingModule(Module):
         self.hook_iq("get", "host,self", f"{ns.PING}:ping", self.pong)
 
     async def pong(self, ev: StanzaEvent) -> bool:
-        reply = iq_result(ev.stanza)
-        if not reply.get("from"):
-            reply.set("from", str(ev.to))
-        await self.server.router.route(reply)
-        return True
+        return await self.answer(ev, iq_result(ev.stanza))

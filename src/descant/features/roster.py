@@ -258,16 +258,8 @@ class RosterModule(Module):
 
     # -- iq handlers ------------------------------------------------------------------
 
-    async def _reply(self, ev: StanzaEvent, reply: ET.Element) -> None:
-        if ev.origin is not None:
-            ev.origin.send(reply)
-            return
-        if not reply.get("from"):
-            reply.set("from", str(ev.to))
-        await self.server.router.route(reply)
-
     async def on_other(self, ev: StanzaEvent) -> bool:
-        await self._reply(ev, error_reply(ev.stanza, StanzaError("forbidden")))
+        await self.answer(ev, error_reply(ev.stanza, StanzaError("forbidden")))
         return True
 
     async def on_get(self, ev: StanzaEvent) -> bool:
@@ -280,12 +272,12 @@ class RosterModule(Module):
             ev.origin.interested = True
         client_ver = ev.stanza[0].get("ver")
         if client_ver is not None and client_ver == entry.version:
-            await self._reply(ev, iq_result(ev.stanza))
+            await self.answer(ev, iq_result(ev.stanza))
             return True
         query = ET.Element(QUERY, {"ver": entry.version})
         for item in entry.items.values():
             query.append(item_element(item))
-        await self._reply(ev, iq_result(ev.stanza, query))
+        await self.answer(ev, iq_result(ev.stanza, query))
         return True
 
     async def on_set(self, ev: StanzaEvent) -> bool:
@@ -296,7 +288,7 @@ class RosterModule(Module):
         try:
             update = parse_set_item(ev.stanza[0])
         except StanzaError as err:
-            await self._reply(ev, error_reply(ev.stanza, err))
+            await self.answer(ev, error_reply(ev.stanza, err))
             return True
         if update.remove:
             return await self._remove(ev, user, update.jid)
@@ -312,7 +304,7 @@ class RosterModule(Module):
                 groups=update.groups,
             )
             await self.set_item(user, item)
-        await self._reply(ev, iq_result(ev.stanza))
+        await self.answer(ev, iq_result(ev.stanza))
         return True
 
     async def _remove(self, ev: StanzaEvent, user: str, jid: str) -> bool:
@@ -335,9 +327,9 @@ class RosterModule(Module):
                 if item is not None:
                     await self.remove_item(user, jid)
         if out is None:
-            await self._reply(ev, error_reply(ev.stanza, StanzaError("item-not-found")))
+            await self.answer(ev, error_reply(ev.stanza, StanzaError("item-not-found")))
             return True
-        await self._reply(ev, iq_result(ev.stanza))
+        await self.answer(ev, iq_result(ev.stanza))
         for stanza in out:
             await self.server.router.route(stanza)
         return True

@@ -32,12 +32,6 @@ class VCardModule(Module):
         self.hook_iq("set", "self", f"{NS}:vCard", self.set)
         self.hook_iq("set", "bare", f"{NS}:vCard", self.forbidden)
 
-    async def _answer(self, ev: StanzaEvent, reply: ET.Element) -> bool:
-        if not reply.get("from"):
-            reply.set("from", str(ev.to))
-        await self.server.router.route(reply)
-        return True
-
     async def get(self, ev: StanzaEvent) -> bool:
         user = ev.to.local
         kv = self.host.storage.keyval
@@ -48,19 +42,17 @@ class VCardModule(Module):
             and ev.to_kind == "bare"
             and await accounts.get(self.host.domain, user) is None
         ):
-            return await self._answer(
-                ev, error_reply(ev.stanza, StanzaError("service-unavailable"))
-            )
+            return await self.answer(ev, error_reply(ev.stanza, StanzaError("service-unavailable")))
         vcard = parse_element(stored) if stored is not None else ET.Element(TAG)
-        return await self._answer(ev, iq_result(ev.stanza, vcard))
+        return await self.answer(ev, iq_result(ev.stanza, vcard))
 
     async def set(self, ev: StanzaEvent) -> bool:
         vcard = ev.stanza[0]
         await self.host.storage.keyval.set(
             self.host.domain, ev.to.local, _STORE, "current", serialize(vcard)
         )
-        return await self._answer(ev, iq_result(ev.stanza))
+        return await self.answer(ev, iq_result(ev.stanza))
 
     async def forbidden(self, ev: StanzaEvent) -> bool:
         """Only the owner may change a vCard (XEP-0054 §3.2)."""
-        return await self._answer(ev, error_reply(ev.stanza, StanzaError("forbidden")))
+        return await self.answer(ev, error_reply(ev.stanza, StanzaError("forbidden")))

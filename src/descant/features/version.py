@@ -24,5 +24,4 @@ class VersionModule(Module):
         ET.SubElement(query, "{%s}name" % ns.VERSION).text = "Descant"
         ET.SubElement(query, "{%s}version" % ns.VERSION).text = __version__
         ET.SubElement(query, "{%s}os" % ns.VERSION).text = platform.system()
-        await self.server.router.route(iq_result(ev.stanza, query))
-        return True
+        return await self.answer(ev, iq_result(ev.stanza, query))

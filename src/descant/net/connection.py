@@ -1,10 +1,10 @@
 """One XML stream over an asyncio stream pair: the read loop, output and close.
 
-Client (c2s) and component streams share this shape; each subclass supplies
-its state machine in :meth:`StreamConnection._handle` and may refine reading
-(:meth:`_read`, e.g. rate limits), output, and what closing releases
-(:meth:`_teardown`). Server-to-server streams keep their own base
-(s2s/session.py), whose negotiation waits for specific elements.
+Client (c2s), component and server-to-server streams share this shape; each
+subclass supplies its state machine in :meth:`StreamConnection._handle` and may
+refine reading (:meth:`_read`, e.g. rate limits), output, and what closing
+releases (:meth:`_teardown`). Outgoing s2s streams use the output, reading and
+close only: their negotiation waits for specific elements (s2s/outgoing.py).
 """
 
 from __future__ import annotations

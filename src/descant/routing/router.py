@@ -70,7 +70,7 @@ class Router:
                     return
         host = self.server.hosts.get(to.domain)
         if host is None:
-            await self._route_remote(stanza, frm, to, origin)
+            await self._route_remote(stanza, frm, to)
             return
         if to.resource:
             to_kind = "full"
@@ -110,9 +110,7 @@ class Router:
         else:
             await self.bounce(stanza, StanzaError("bad-request", "missing or invalid iq type"))
 
-    async def _route_remote(
-        self, stanza: ET.Element, frm: JID, to: JID, origin: Session | None
-    ) -> None:
+    async def _route_remote(self, stanza: ET.Element, frm: JID, to: JID) -> None:
         if await self.server.events.fire("route/remote", (stanza, frm, to)) is None:
             await self.bounce(stanza, StanzaError("remote-server-not-found"))
 

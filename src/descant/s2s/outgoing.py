@@ -78,7 +78,7 @@ class OutgoingSession:
 
     def send(self, stanza: ET.Element) -> None:
         if self.state is OutState.READY and self.conn is not None and not self.conn.closing:
-            self.conn.write_element(stanza)
+            self.conn.send(stanza)
             self.conn.last_active = time.monotonic()
         elif len(self.queue) < MAX_QUEUE:
             self.queue.append(stanza)
@@ -96,7 +96,7 @@ class OutgoingSession:
             return False
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._verify_waiters.setdefault(stream_id, []).append(fut)
-        conn.write_element(dialback.verify(self.local, self.remote, stream_id, key))
+        conn.send(dialback.verify(self.local, self.remote, stream_id, key))
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -130,7 +130,7 @@ class OutgoingSession:
             self.state = OutState.READY
             queued, self.queue = self.queue, []
             for stanza in queued:
-                conn.write_element(stanza)
+                conn.send(stanza)
             conn.last_active = time.monotonic()
             watchdog = asyncio.get_running_loop().create_task(conn.watchdog())
             while not conn.closing:
@@ -292,8 +292,6 @@ class OutgoingSession:
             ev = await self._next_event(conn)
         except Failed:
             return None
-        if isinstance(ev, ET.Element) and ev.tag == dialback.RESULT:
-            return ev  # late answers: ignore
         return ev if isinstance(ev, ET.Element) else None
 
     def _verified(self, el: ET.Element) -> None:
@@ -324,7 +322,7 @@ class OutgoingSession:
 
     async def _dialback(self, conn: S2SStream) -> None:
         key = dialback.make_key(self.manager.secret, self.remote, self.local, conn.stream.id)
-        conn.write_element(dialback.result(self.local, self.remote, key=key))
+        conn.send(dialback.result(self.local, self.remote, key=key))
         while True:
             el = await self._expect(conn)
             if el.tag != dialback.RESULT:

@@ -35,7 +35,7 @@ from descant.jid import InvalidJID, parse, prep_domain
 from descant.net import tls
 from descant.net.connection import StreamConnection
 from descant.s2s import dialback
-from descant.stanza import STANZA_KINDS
+from descant.stanza import STANZA_KINDS, valid_iq
 from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
 MAX_PENDING_DIALBACK = 64
 STREAM_ERROR = "{%s}error" % ns.STREAM
 FEATURES = "{%s}features" % ns.STREAM
@@ -70,15 +69,9 @@ class S2SStream(StreamConnection):
             " xmlns:stream=", f" xmlns:db='{dialback.NS}' xmlns:stream=", 1
         )
 
-    def write_element(self, el: ET.Element) -> None:
-        self.send(el)
-
     async def read_events(self) -> bool:
         """Read one chunk into the event queue; False at EOF."""
-        try:
-            data = await self.reader.read(READ_SIZE)
-        except (ConnectionError, OSError):
-            data = b""
+        data = await self._read()
         if not data:
             return False
         self._events.extend(self.stream.feed(data))
@@ -160,7 +153,7 @@ class IncomingSession(S2SStream):
             mechs = ET.SubElement(feats, "{%s}mechanisms" % ns.SASL)
             ET.SubElement(mechs, "{%s}mechanism" % ns.SASL).text = "EXTERNAL"
         ET.SubElement(ET.SubElement(feats, "{%s}dialback" % dialback.FEATURE_NS), "errors")
-        self.write_element(feats)
+        self.send(feats)
 
     async def _element(self, el: ET.Element) -> None:
         tag = el.tag
@@ -251,7 +244,7 @@ class IncomingSession(S2SStream):
         if self.closing:
             return
         log.info("s2s in %s: dialback for %s → %s %s", self.peer, remote, local, ok)
-        self.write_element(dialback.result(local, remote, type_="valid" if ok else "invalid"))
+        self.send(dialback.result(local, remote, type_="valid" if ok else "invalid"))
         if ok:
             self.authed.add((local, remote))
             self.last_active = time.monotonic()
@@ -261,9 +254,7 @@ class IncomingSession(S2SStream):
         local, remote = self._domains(el)
         stream_id = el.get("id", "")
         ok = dialback.check_key(self.manager.secret, remote, local, stream_id, el.text or "")
-        self.write_element(
-            dialback.verify(local, remote, stream_id, type_="valid" if ok else "invalid")
-        )
+        self.send(dialback.verify(local, remote, stream_id, type_="valid" if ok else "invalid"))
 
     async def _stanza(self, el: ET.Element) -> None:
         try:
@@ -278,17 +269,10 @@ class IncomingSession(S2SStream):
             raise StreamError("improper-addressing", "missing or invalid to") from None
         if (to.domain, frm.domain) not in self.authed:
             raise StreamError("host-unknown", f"{to.domain} is not authenticated for {frm}")
-        if el.tag == "iq" and not _valid_iq(el):
+        if el.tag == "iq" and not valid_iq(el):
             if el.get("type") not in ("error", "result"):
                 err = StanzaError("bad-request", "an iq needs an id, a type and one child")
                 await self.server.router.bounce(el, err)
             return
         self.last_active = time.monotonic()
         await self.server.router.route(el, None)
-
-
-def _valid_iq(iq: ET.Element) -> bool:
-    type_ = iq.get("type")
-    if not iq.get("id") or type_ not in ("get", "set", "result", "error"):
-        return False
-    return len(iq) == 1 if type_ in ("get", "set") else True
