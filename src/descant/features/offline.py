@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING
 
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
+from descant.stamps import format_stamp
 from descant.xml import ns
 from descant.xml.parser import parse_element
 from descant.xml.serialize import serialize
 
 if TYPE_CHECKING:
     from descant.routing.sessions import Session
-
-
-def delay_stamp(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class OfflineModule(Module):
@@ -59,6 +56,6 @@ class OfflineModule(Module):
             ET.SubElement(
                 msg,
                 "{%s}delay" % ns.DELAY,
-                {"from": self.host.domain, "stamp": delay_stamp(stamp)},
+                {"from": self.host.domain, "stamp": format_stamp(stamp)},
             ).text = "Offline storage"
             session.send(msg)

@@ -122,9 +122,6 @@ class KeyValueStore(Protocol):
         """Store a value; None deletes it."""
 
 
-AFFILIATIONS = ("owner", "admin", "member", "outcast")
-
-
 class UnknownArchiveId(StorageError):
     """An archive query named a message id the archive does not hold."""
 

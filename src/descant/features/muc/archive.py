@@ -20,11 +20,11 @@ from descant.features.muc.names import AFF_RANK, DATA, RSM, q
 from descant.features.muc.room import HistoryEntry, Room
 from descant.jid import InvalidJID, parse
 from descant.routing.router import StanzaEvent
+from descant.stamps import format_stamp, parse_stamp
 from descant.stanza import new_id
 from descant.storage.api import ArchivedMessage, ArchiveQuery, UnknownArchiveId
 from descant.xml import ns
 from descant.xml.parser import parse_element
-from descant.xml.serialize import serialize
 
 if TYPE_CHECKING:
     from descant.features.muc.service import MUCService
@@ -45,8 +45,9 @@ def stamp_id(room: Room, message: ET.Element) -> str:
     return id_
 
 
-async def store(svc: MUCService, room: Room, message: ET.Element, nick: str, id_: str) -> None:
-    msg = ArchivedMessage(id_, datetime.now(UTC), nick, serialize(message))
+async def store(svc: MUCService, room: Room, xml: str, nick: str, id_: str) -> None:
+    """Archive a reflected message, given as its serialized text."""
+    msg = ArchivedMessage(id_, datetime.now(UTC), nick, xml)
     await svc.host.storage.rooms.archive_add(svc.host.domain, room.jid.local, msg)
 
 
@@ -74,10 +75,9 @@ def _time(values: dict[str, list[str]], var: str) -> datetime | None:
     if not raw:
         return None
     try:
-        t = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return parse_stamp(raw)
     except ValueError:
         raise StanzaError("bad-request", f"{var}: not a date and time") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def _query(room: Room, query: ET.Element) -> ArchiveQuery | None:
@@ -139,8 +139,7 @@ async def on_query(svc: MUCService, ev: StanzaEvent) -> bool:
             attrs["queryid"] = queryid
         result = ET.SubElement(msg, q(MAM, "result"), attrs)
         fwd = ET.SubElement(result, q(FORWARD, "forwarded"))
-        stamp = m.stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        ET.SubElement(fwd, q(ns.DELAY, "delay"), {"stamp": stamp})
+        ET.SubElement(fwd, q(ns.DELAY, "delay"), {"stamp": format_stamp(m.stamp)})
         fwd.append(parse_element(m.stanza))
         out.append(msg)
     await svc.send_all(out)

@@ -16,6 +16,7 @@ from descant.features.muc.room import Occupant, Room
 from descant.jid import InvalidJID, parse
 from descant.routing.router import StanzaEvent
 from descant.stanza import new_id, payload_key, retarget
+from descant.xml.serialize import serialize
 
 if TYPE_CHECKING:
     from descant.features.muc.service import MUCService
@@ -68,12 +69,14 @@ async def groupchat(svc: MUCService, room: Room, occ: Occupant, stanza: ET.Eleme
     elif stanza.find("body") is not None:
         if room.config.logging:
             archive_id = archive.stamp_id(room, reflected)
-        room.remember(reflected)
+        if room.history.maxlen or archive_id is not None:
+            xml = serialize(reflected)  # once, for the history's length and the archive
+            room.remember(reflected, len(xml))
     await svc.send_all(svc.to_everyone(room, reflected))
-    if is_subject:
+    if is_subject and room.config.persistent:
         await svc.save(room)
     elif archive_id is not None:
-        await archive.store(svc, room, reflected, occ.nick, archive_id)
+        await archive.store(svc, room, xml, occ.nick, archive_id)
     return True
 
 

@@ -155,7 +155,7 @@ def room_state(
     else:
         out.append(retarget(room.presence(occ, codes=(*self_codes, "110"), show_jid=True), to=me))
     history = x.find(q(MUC, "history")) if x is not None else None
-    out += [retarget(m, to=me) for m in room.history_for(history)]
+    out += room.history_for(history, me)
     out.append(retarget(room.subject_message(), to=me))
     return out
 

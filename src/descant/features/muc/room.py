@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 from descant.features.muc.config import RoomConfig
 from descant.features.muc.names import AFF_RANK, MUC, MUC_USER, OCCUPANT_ID, q
 from descant.jid import JID
-from descant.stanza import new_id
+from descant.stamps import format_stamp, parse_stamp
+from descant.stanza import new_id, retarget
 from descant.xml import ns
-from descant.xml.serialize import serialize
 
 # Children of a client's presence that the room does not pass on.
 _DROP = frozenset({q(MUC, "x"), q(MUC_USER, "x"), q(OCCUPANT_ID, "occupant-id")})
@@ -181,22 +181,20 @@ class Room:
 
     # -- history (§7.2.14) ------------------------------------------------------------
 
-    def remember(self, stanza: ET.Element) -> None:
+    def remember(self, stanza: ET.Element, chars: int) -> None:
+        """Keep a reflected message for history; ``chars`` is its serialized length."""
         if self.history.maxlen:
-            chars = len(serialize(stanza))
             self.history.append(HistoryEntry(stanza, datetime.now(UTC), chars))
 
-    def history_for(self, request: ET.Element | None) -> list[ET.Element]:
+    def history_for(self, request: ET.Element | None, to: str) -> list[ET.Element]:
         """The history a joining occupant asked for, each with a delay stamp."""
         entries = list(self.history)
         if request is not None:
             entries = _limit(entries, request)
         out = []
         for e in entries:
-            msg = ET.Element("message", e.stanza.attrib)
-            msg.text = e.stanza.text
-            msg.extend(e.stanza)
-            stamp = e.stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            msg = retarget(e.stanza, to=to)
+            stamp = format_stamp(e.stamp)
             ET.SubElement(msg, q(ns.DELAY, "delay"), {"from": str(self.jid), "stamp": stamp})
             out.append(msg)
         return out
@@ -223,9 +221,7 @@ def _limit(entries: list[HistoryEntry], req: ET.Element) -> list[HistoryEntry]:
     since = req.get("since")
     if since:
         try:
-            t = datetime.fromisoformat(since.replace("Z", "+00:00"))
-            if t.tzinfo is None:
-                t = t.replace(tzinfo=UTC)
+            t = parse_stamp(since)
             entries = [e for e in entries if e.stamp > t]
         except ValueError:
             pass
