@@ -101,32 +101,20 @@ class IncomingSession(S2SStream):
         self.authed: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def _our_name(self) -> str:
+        return self.local or self.server.default_domain
+
+    def _label(self) -> str:
+        return f"s2s in {self.peer}"
+
     async def run(self) -> None:
         watchdog = asyncio.get_running_loop().create_task(self.watchdog())
         try:
-            while not self.closing:
-                try:
-                    if not await self.read_events():
-                        break
-                    while self._events and not self.closing:
-                        await self._handle(self._events.popleft())
-                except StreamError as err:
-                    log.info("s2s in %s: stream error %s", self.peer, err)
-                    if not self.stream.header_sent:
-                        self.write(self.header(self.local or self.server.default_domain, None))
-                    await self.close(err.condition, err.text)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("s2s in %s: internal error", self.peer)
-            await self.close("internal-server-error")
+            await super().run()
         finally:
             watchdog.cancel()
             for t in self._tasks:
                 t.cancel()
-            if not self.closing:
-                self.closing = True
-                self.writer.close()
 
     async def _handle(self, ev: object) -> None:
         if isinstance(ev, StreamOpened):
