@@ -31,7 +31,6 @@ import logging
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
-from descant.config import parse_listen
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse
 from descant.net.connection import StreamConnection
@@ -161,12 +160,7 @@ class ComponentService:
         # Ahead of the s2s manager: component domains never go to DNS.
         self.server.events.hook("route/remote", self._route, priority=10)
         for addr in self.server.config.components.listen:
-            host, port = parse_listen(addr)
-            srv = await asyncio.start_server(self._accept, host, port, limit=1 << 20)
-            self._listeners.append(srv)
-            ports = [s.getsockname()[1] for s in srv.sockets]
-            self.server.bound_ports.setdefault("component", []).extend(ports)
-            log.info("components listening on %s", addr)
+            self._listeners.append(await self.server.listen("component", addr, self._accept))
 
     async def stop(self) -> None:
         self.server.events.unhook("route/remote", self._route)

@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 
 from descant.c2s.session import C2SSession
 from descant.component import ComponentService
@@ -92,15 +93,26 @@ class Server:
             await self._listen("c2s_tls", addr, self.tls_context)
         log.info("Descant serving %s", ", ".join(cfg.server.domains))
 
-    async def _listen(self, kind: str, addr: str, ctx: ssl.SSLContext | None) -> None:
+    async def listen(
+        self,
+        kind: str,
+        addr: str,
+        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        ctx: ssl.SSLContext | None = None,
+    ) -> asyncio.Server:
+        """A listener on ``host:port`` for c2s, s2s or components; ports are
+        recorded in ``bound_ports`` (port 0 picks a free one)."""
         host, port = parse_listen(addr)
-        srv = await asyncio.start_server(
-            lambda r, w: self._accept(r, w, ctx is not None), host, port, ssl=ctx, limit=1 << 20
-        )
-        self._listeners.append(srv)
+        srv = await asyncio.start_server(handler, host, port, ssl=ctx, limit=1 << 20)
         ports = [s.getsockname()[1] for s in srv.sockets]
         self.bound_ports.setdefault(kind, []).extend(ports)
         log.info("%s listening on %s (port %s)", kind, addr, ports[0] if ports else port)
+        return srv
+
+    async def _listen(self, kind: str, addr: str, ctx: ssl.SSLContext | None) -> None:
+        direct_tls = ctx is not None
+        handler = lambda r, w: self._accept(r, w, direct_tls)  # noqa: E731
+        self._listeners.append(await self.listen(kind, addr, handler, ctx))
 
     async def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direct_tls: bool

@@ -24,7 +24,6 @@ import ssl
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
-from descant.config import parse_listen
 from descant.errors import StanzaError
 from descant.jid import JID
 from descant.net import tls
@@ -67,12 +66,7 @@ class S2SManager:
         if server.config.s2s.ca_file:
             verify.load_verify_locations(server.config.s2s.ca_file)
         for addr in server.config.s2s.listen:
-            host, port = parse_listen(addr)
-            srv = await asyncio.start_server(self._accept, host, port, limit=1 << 20)
-            self._listeners.append(srv)
-            ports = [s.getsockname()[1] for s in srv.sockets]
-            server.bound_ports.setdefault("s2s", []).extend(ports)
-            log.info("s2s listening on %s", addr)
+            self._listeners.append(await server.listen("s2s", addr, self._accept))
 
     async def stop(self) -> None:
         self.stopping = True
