@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from descant.events import EventBus
 from descant.modules import Module, load_modules
 from descant.routing.sessions import SessionRegistry
+from descant.xml import ns
 
 if TYPE_CHECKING:
     from descant.server import Server
@@ -38,6 +39,18 @@ class Host:
 
     def add_identity(self, category: str, type_: str, name: str = "") -> None:
         self.identities.append((category, type_, name))
+
+    def disco_info(self) -> ET.Element:
+        """The disco#info query (XEP-0030) of what the host's modules registered."""
+        query = ET.Element("{%s}query" % ns.DISCO_INFO)
+        for category, type_, name in self.identities:
+            attrs = {"category": category, "type": type_}
+            if name:
+                attrs["name"] = name
+            ET.SubElement(query, "{%s}identity" % ns.DISCO_INFO, attrs)
+        for feature in sorted(self.features):
+            ET.SubElement(query, "{%s}feature" % ns.DISCO_INFO, {"var": feature})
+        return query
 
     async def start(self) -> None:
         for mod in self.modules.values():

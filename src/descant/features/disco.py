@@ -37,15 +37,7 @@ class DiscoModule(Module):
     async def host_info(self, ev: StanzaEvent) -> bool:
         if ev.stanza[0].get("node"):
             return await self._error(ev, "item-not-found")
-        query = ET.Element("{%s}query" % ns.DISCO_INFO)
-        for category, type_, name in self.host.identities:
-            attrs = {"category": category, "type": type_}
-            if name:
-                attrs["name"] = name
-            ET.SubElement(query, "{%s}identity" % ns.DISCO_INFO, attrs)
-        for feature in sorted(self.host.features):
-            ET.SubElement(query, "{%s}feature" % ns.DISCO_INFO, {"var": feature})
-        return await self._result(ev, query)
+        return await self._result(ev, self.host.disco_info())
 
     async def host_items(self, ev: StanzaEvent) -> bool:
         if ev.stanza[0].get("node"):

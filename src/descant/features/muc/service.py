@@ -242,16 +242,7 @@ class MUCService(Module):
     async def service_info(self, ev: StanzaEvent) -> bool:
         if ev.stanza[0].get("node"):
             return await self.error(ev.stanza, "item-not-found")
-        query = ET.Element(q(ns.DISCO_INFO, "query"))
-        for category, type_, name in self.host.identities:
-            ET.SubElement(
-                query,
-                q(ns.DISCO_INFO, "identity"),
-                {"category": category, "type": type_, "name": name},
-            )
-        for feature in sorted(self.host.features):
-            ET.SubElement(query, q(ns.DISCO_INFO, "feature"), {"var": feature})
-        return await self.reply(ev.stanza, query)
+        return await self.reply(ev.stanza, self.host.disco_info())
 
     async def service_items(self, ev: StanzaEvent) -> bool:
         """§6.3: public rooms, paged with RSM (XEP-0059) when asked."""
