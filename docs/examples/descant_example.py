@@ -37,8 +37,7 @@ class ExampleModule(Module):
         el = ET.Element("{%s}time" % TIME_NS)
         ET.SubElement(el, "{%s}tzo" % TIME_NS).text = "+00:00"
         ET.SubElement(el, "{%s}utc" % TIME_NS).text = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        await self.server.router.route(iq_result(ev.stanza, el))
-        return True  # taken: the router stops here
+        return await self.answer(ev, iq_result(ev.stanza, el))  # True: taken
 
     async def echo(self, ev: StanzaEvent) -> bool | None:
         """Messages to echo@<domain> come back to the sender."""
