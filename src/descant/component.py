@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse
 from descant.net.connection import StreamConnection
+from descant.net.tcp import TCPTransport
 from descant.stanza import STANZA_KINDS, error_reply
 from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
@@ -62,14 +63,12 @@ class State(enum.Enum):
 class ComponentSession(StreamConnection):
     __slots__ = ("domain", "peer", "service", "state")
 
-    def __init__(
-        self, service: ComponentService, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        super().__init__(service.server, reader, writer, ns.COMPONENT)
+    def __init__(self, service: ComponentService, transport: TCPTransport) -> None:
+        super().__init__(service.server, transport, ns.COMPONENT)
         self.service = service
         self.state = State.CONNECTED
         self.domain = ""
-        self.peer = super()._label()
+        self.peer = f"{transport.ip}:{transport.port}"
 
     def _our_name(self) -> str:
         return self.domain or self.server.default_domain
@@ -151,6 +150,7 @@ class ComponentService:
         self.secrets = dict(server.config.components.secrets)
         self.sessions: dict[str, ComponentSession] = {}
         self._all: set[ComponentSession] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: list[asyncio.Server] = []
 
     def serves(self, domain: str) -> bool:
@@ -160,7 +160,8 @@ class ComponentService:
         # Ahead of the s2s manager: component domains never go to DNS.
         self.server.events.hook("route/remote", self._route, priority=10)
         for addr in self.server.config.components.listen:
-            self._listeners.append(await self.server.listen("component", addr, self._accept))
+            factory = lambda: TCPTransport(self._made)  # noqa: E731
+            self._listeners.append(await self.server.listen("component", addr, factory))
 
     async def stop(self) -> None:
         self.server.events.unhook("route/remote", self._route)
@@ -171,8 +172,14 @@ class ComponentService:
         for srv in self._listeners:
             await srv.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = ComponentSession(self, reader, writer)
+    def _made(self, transport: TCPTransport) -> None:
+        # The session (and so the stream receiving the bytes) exists before any data.
+        session = ComponentSession(self, transport)
+        task = asyncio.get_running_loop().create_task(self._accept(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, session: ComponentSession) -> None:
         self._all.add(session)
         try:
             await session.run()

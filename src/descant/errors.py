@@ -68,11 +68,16 @@ ERROR_TYPES = frozenset({"auth", "cancel", "continue", "modify", "wait"})
 class StreamError(Exception):
     """A stream-level error: the stream is closed after sending it (RFC 6120 §4.9)."""
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(
+        self, condition: str, text: str | None = None, app: ET.Element | None = None
+    ) -> None:
         assert condition in STREAM_CONDITIONS, condition
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        # An application-specific condition (RFC 6120 §4.9.4), e.g. XEP-0198's
+        # <handled-count-too-high/>.
+        self.app = app
         # Elements the parser completed in the same chunk before the fault: they
         # are handled before the stream closes, so the outcome does not depend on
         # how the bytes happened to be split in transit.
@@ -81,6 +86,8 @@ class StreamError(Exception):
     def to_element(self) -> ET.Element:
         el = ET.Element("{%s}error" % ns.STREAM)
         ET.SubElement(el, "{%s}%s" % (ns.STREAMS_ERR, self.condition))
+        if self.app is not None:
+            el.append(self.app)
         if self.text:
             t = ET.SubElement(el, "{%s}text" % ns.STREAMS_ERR)
             t.text = self.text

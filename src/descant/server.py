@@ -8,14 +8,14 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from descant.c2s.session import C2SSession
+from descant.c2s.manager import ClientManager
 from descant.component import ComponentService
 from descant.config import Config, parse_listen
 from descant.events import EventBus
 from descant.host import Host
-from descant.net import keepalive, tls
+from descant.net import tls
 from descant.routing.router import Router
 from descant.s2s.manager import S2SManager
 from descant.storage import open_storage
@@ -34,14 +34,10 @@ class Server:
         self.default_domain = config.server.domains[0]
         self.tls_context: ssl.SSLContext | None = None
         self.cb_data = b""
-        self.sessions: set[C2SSession] = set()
-        self._listeners: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[None]] = set()
         self._auth_failures: dict[str, collections.deque[float]] = {}
-        self._per_ip: collections.Counter[str] = collections.Counter()
-        self._stopped = asyncio.Event()
         self.bound_ports: dict[str, list[int]] = {}
         self.tls_files: tuple[str, str] = ("", "")
+        self.c2s = ClientManager(self)
         self.s2s = S2SManager(self)
         self.components = ComponentService(self)
 
@@ -87,84 +83,35 @@ class Server:
         # Before c2s: once clients are accepted, federation and components are up.
         await self.components.start()
         await self.s2s.start()
-        for addr in cfg.c2s.listen:
-            await self._listen("c2s", addr, None)
-        for addr in cfg.c2s.tls_listen:
-            await self._listen("c2s_tls", addr, self.tls_context)
+        await self.c2s.start()
         log.info("Descant serving %s", ", ".join(cfg.server.domains))
 
     async def listen(
         self,
         kind: str,
         addr: str,
-        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        factory: Callable[[], asyncio.Protocol],
         ctx: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         """A listener on ``host:port`` for c2s, s2s or components; ports are
         recorded in ``bound_ports`` (port 0 picks a free one)."""
         host, port = parse_listen(addr)
-        srv = await asyncio.start_server(handler, host, port, ssl=ctx, limit=1 << 20)
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(factory, host, port, ssl=ctx)
         ports = [s.getsockname()[1] for s in srv.sockets]
         self.bound_ports.setdefault(kind, []).extend(ports)
         log.info("%s listening on %s (port %s)", kind, addr, ports[0] if ports else port)
         return srv
 
-    async def _listen(self, kind: str, addr: str, ctx: ssl.SSLContext | None) -> None:
-        direct_tls = ctx is not None
-        handler = lambda r, w: self._accept(r, w, direct_tls)  # noqa: E731
-        self._listeners.append(await self.listen(kind, addr, handler, ctx))
-
-    async def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direct_tls: bool
-    ) -> None:
-        peer = writer.get_extra_info("peername")
-        ip = peer[0] if peer else "?"
-        if self._per_ip[ip] >= self.config.limits.max_connections_per_ip:
-            log.warning("refusing connection from %s: too many connections", ip)
-            # Say why (RFC 6120 §4.9.3.17) rather than drop the connection silently.
-            refused = C2SSession(self, reader, writer, direct_tls)
-            await refused.close("policy-violation", "too many connections from your address")
-            return
-        self._per_ip[ip] += 1
-        sock = writer.get_extra_info("socket")
-        if sock is not None and self.config.c2s.tcp_keepalive:
-            keepalive.enable(sock, self.config.c2s.tcp_keepalive)
-        session = C2SSession(self, reader, writer, direct_tls)
-        self.sessions.add(session)
-        try:
-            await session.run()
-        finally:
-            self.sessions.discard(session)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
-
     async def stop(self) -> None:
-        """Close listeners, end every stream with <system-shutdown/>, flush storage."""
-        for srv in self._listeners:
-            srv.close()
-        for session in list(self.sessions):
-            await session.close("system-shutdown")
-        # A TLS peer that does not answer close_notify keeps its session's task
-        # reading; left to asyncio.run it is cancelled with a logged traceback.
-        # Give the sessions a moment to end, then cut what is left.
-        await self._sessions_ended(2.0)
-        for session in list(self.sessions):
-            session.writer.transport.abort()
-        await self._sessions_ended(1.0)
-        for srv in self._listeners:
-            await srv.wait_closed()
+        """End every client stream and session with <system-shutdown/>, then
+        federation and components, then flush storage."""
+        await self.c2s.stop()
         await self.s2s.stop()
         await self.components.stop()
         for host in self.hosts.values():
             await host.stop()
         await self.storage.close()
-        self._stopped.set()
-
-    async def _sessions_ended(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
 
     async def serve_forever(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down cleanly."""

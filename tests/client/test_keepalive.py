@@ -26,11 +26,11 @@ async def _server_socket_options(tmp_path: Path, keepalive: int) -> tuple[int, i
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         for _ in range(100):  # bounded wait for the accept
-            if server.sessions:
+            if server.c2s.streams:
                 break
             await asyncio.sleep(0.01)
-        (session,) = server.sessions
-        sock = session.writer.get_extra_info("socket")
+        (stream,) = server.c2s.streams
+        sock = stream.transport.get_extra_info("socket")
         enabled = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
         idle = None
         if hasattr(socket, "TCP_KEEPIDLE"):

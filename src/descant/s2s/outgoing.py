@@ -25,11 +25,12 @@ import time
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
-from descant.errors import StanzaError, StreamError
+from descant.errors import StanzaError
+from descant.net.tcp import TCPTransport
 from descant.s2s import dialback
 from descant.s2s.resolve import NoService, resolve
 from descant.s2s.session import FEATURES, STARTTLS, STREAM_ERROR, S2SStream
-from descant.stream.protocol import StreamClosed, StreamOpened
+from descant.stream.protocol import StreamClosed, StreamFault, StreamOpened
 from descant.xml import ns
 
 if TYPE_CHECKING:
@@ -196,14 +197,23 @@ class OutgoingSession:
         cfg = self.server.config.s2s
         policy = self.manager.policy(self.remote)
         ctx = self.manager.client_context(policy)
+        loop = asyncio.get_running_loop()
+        made: list[S2SStream] = []
+
+        def factory() -> TCPTransport:
+            # The stream exists before any byte can arrive.
+            return TCPTransport(
+                lambda t: made.append(S2SStream(self.manager, t)), direct_tls=direct_tls
+            )
+
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            _, transport = await asyncio.wait_for(
+                loop.create_connection(
+                    factory,
                     host,
                     port,
                     ssl=ctx if direct_tls else None,
                     server_hostname=self.remote if direct_tls else None,
-                    limit=1 << 20,
                 ),
                 cfg.connect_timeout,
             )
@@ -213,8 +223,7 @@ class OutgoingSession:
             raise Failed("remote-server-not-found", f"TLS with {host}:{port}: {exc}") from None
         except OSError as exc:
             raise Failed("remote-server-not-found", f"{host}:{port}: {exc.strerror}") from None
-        conn = self.conn = S2SStream(self.manager, reader, writer)
-        conn.secure = direct_tls
+        conn = self.conn = made[0]
         self.verified_cert = direct_tls and policy == "verify"
         features = await self._open(conn)
         if not conn.secure:
@@ -223,17 +232,17 @@ class OutgoingSession:
                 reply = await self._expect(conn)
                 if reply.tag != "{%s}proceed" % ns.TLS:
                     raise Failed("remote-server-not-found", "STARTTLS refused")
+                # Anything the peer sent after <proceed/> was plaintext: dropped.
+                conn.stream.restart()
                 try:
-                    await writer.start_tls(ctx, server_hostname=self.remote)
+                    await transport.start_tls(ctx, server_side=False, server_hostname=self.remote)
                 except ssl.SSLCertVerificationError as exc:
                     raise Failed(
                         "remote-server-not-found", f"certificate refused: {exc.verify_message}"
                     ) from None
                 except (ssl.SSLError, OSError, ConnectionError) as exc:
                     raise Failed("remote-server-not-found", f"TLS failed: {exc}") from None
-                conn.secure = True
                 self.verified_cert = policy == "verify"
-                conn.stream.restart()
                 features = await self._open(conn)
             elif policy != "insecure":
                 raise Failed("remote-server-not-found", "the peer does not offer TLS")
@@ -267,24 +276,23 @@ class OutgoingSession:
     async def _next_event(self, conn: S2SStream) -> object:
         """The next event, with <db:verify/> answers and errors handled on the way."""
         while True:
-            while conn._events:
-                ev = conn._events.popleft()
-                if isinstance(ev, StreamClosed):
-                    raise Failed("remote-server-not-found", "the peer closed the stream")
-                if isinstance(ev, ET.Element):
-                    if ev.tag == STREAM_ERROR:
-                        cond = next((c.tag.rpartition("}")[2] for c in ev), "unknown")
-                        raise Failed("remote-server-not-found", f"stream error: {cond}")
-                    if ev.tag == dialback.VERIFY and ev.get("type"):
-                        self._verified(ev)
-                        continue
-                return ev
-            try:
-                more = await conn.read_events()
-            except StreamError as err:
-                raise Failed("remote-server-not-found", f"bad stream: {err}") from None
-            if not more:
-                raise Failed("remote-server-not-found", "connection closed by the peer")
+            ev = conn.stream.next_event()
+            if ev is None:
+                if not await conn.transport.wait_input():
+                    raise Failed("remote-server-not-found", "connection closed by the peer")
+                continue
+            if isinstance(ev, StreamFault):
+                raise Failed("remote-server-not-found", f"bad stream: {ev.error}")
+            if isinstance(ev, StreamClosed):
+                raise Failed("remote-server-not-found", "the peer closed the stream")
+            if isinstance(ev, ET.Element):
+                if ev.tag == STREAM_ERROR:
+                    cond = next((c.tag.rpartition("}")[2] for c in ev), "unknown")
+                    raise Failed("remote-server-not-found", f"stream error: {cond}")
+                if ev.tag == dialback.VERIFY and ev.get("type"):
+                    self._verified(ev)
+                    continue
+            return ev
 
     async def _next(self, conn: S2SStream) -> ET.Element | None:
         """After set-up: the next element, or None when the stream is over."""

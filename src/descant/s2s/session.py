@@ -25,15 +25,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 import time
 import xml.etree.ElementTree as ET
-from collections import deque
 from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError, StreamError
 from descant.jid import InvalidJID, parse, prep_domain
 from descant.net import tls
 from descant.net.connection import StreamConnection
+from descant.net.tcp import TCPTransport
 from descant.s2s import dialback
 from descant.stanza import STANZA_KINDS, valid_iq
 from descant.stream.protocol import StreamClosed, StreamOpened
@@ -53,29 +54,26 @@ STARTTLS = "{%s}starttls" % ns.TLS
 class S2SStream(StreamConnection):
     """What both directions share: the XML stream, output, close, idle watch."""
 
-    def __init__(
-        self, manager: S2SManager, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        super().__init__(manager.server, reader, writer, ns.SERVER)
+    transport: TCPTransport
+
+    def __init__(self, manager: S2SManager, transport: TCPTransport) -> None:
+        super().__init__(manager.server, transport, ns.SERVER)
         self.manager = manager
-        self.secure = False
         self.last_active = time.monotonic()
-        self._events: deque[object] = deque()
-        self.peer = super()._label()
+        self.peer = f"{transport.ip}:{transport.port}"
+
+    @property
+    def secure(self) -> bool:
+        return self.transport.secure
+
+    def _label(self) -> str:
+        return self.peer
 
     def header(self, frm: str, to: str | None) -> str:
         # The dialback namespace is declared on the header (XEP-0220 §2.1).
         return self.stream.header(frm, to).replace(
             " xmlns:stream=", f" xmlns:db='{dialback.NS}' xmlns:stream=", 1
         )
-
-    async def read_events(self) -> bool:
-        """Read one chunk into the event queue; False at EOF."""
-        data = await self._read()
-        if not data:
-            return False
-        self._events.extend(self.stream.feed(data))
-        return True
 
     async def watchdog(self) -> None:
         """Close after ``s2s.idle_timeout`` without stanzas; whitespace keepalives."""
@@ -90,10 +88,8 @@ class S2SStream(StreamConnection):
 
 
 class IncomingSession(S2SStream):
-    def __init__(
-        self, manager: S2SManager, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        super().__init__(manager, reader, writer)
+    def __init__(self, manager: S2SManager, transport: TCPTransport) -> None:
+        super().__init__(manager, transport)
         self.local = ""
         self.peer_domain = ""  # the first header's ``from``, to pick the TLS policy
         self.cert_names: list[str] = []  # names of a verified client certificate
@@ -170,19 +166,18 @@ class IncomingSession(S2SStream):
         if self.secure or ctx is None:
             raise StreamError("policy-violation", "TLS is not available again")
         self.write("<proceed xmlns='%s'/>" % ns.TLS)
-        await self.writer.drain()
+        # What the peer pipelined after <starttls/> was plaintext: dropped.
+        self.stream.restart()
         try:
-            await self.writer.start_tls(ctx)
-        except (TimeoutError, OSError, ConnectionError) as exc:
+            await self.transport.start_tls(ctx)
+        except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as exc:
             log.info("s2s in %s: TLS handshake failed: %s", self.peer, exc)
             self.closing = True
-            self.writer.close()
+            self.transport.close()
             return
-        self.secure = True
-        cert = self.writer.get_extra_info("peercert")
+        cert = self.transport.get_extra_info("peercert")
         if cert:
             self.cert_names = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
-        self.stream.restart()
 
     def _external(self, el: ET.Element) -> None:
         """SASL EXTERNAL (RFC 6120 §6.4, XEP-0178): the verified certificate names us."""

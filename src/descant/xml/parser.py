@@ -118,6 +118,12 @@ class StreamParser:
         events, self._events = self._events, []
         return events
 
+    @property
+    def between_elements(self) -> bool:
+        """True when every byte fed so far is accounted for by finished elements:
+        no element and no tag is open below the root (RFC 7395 framing needs it)."""
+        return self._depth == 1 and self._p.CurrentByteIndex == self._fed
+
     def _fail(self, err: StreamError) -> StreamError:
         err.completed, self._events = list(self._events), []
         self.closed = True

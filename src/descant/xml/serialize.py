@@ -76,8 +76,11 @@ def _start_tag(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) 
     else:
         uri, local = content_ns, tag
     if uri == ns.STREAM:
-        # The stream header declares this prefix; clients expect it used.
+        # The stream header declares this prefix; clients expect it used. A framed
+        # element (parent_ns "") stands alone and declares it itself (RFC 7395 §3.3.3).
         out.append("<stream:" + local)
+        if not parent_ns:
+            out.append(" xmlns:stream='" + ns.STREAM + "'")
         local = "stream:" + local
     elif uri != parent_ns:
         out.append("<" + local + " xmlns='" + escape_attr(uri) + "'")
@@ -100,11 +103,16 @@ def _start_tag(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) 
     return local, uri
 
 
-def serialize(el: ET.Element, content_ns: str = ns.CLIENT) -> str:
-    """Serialize a top-level element for a stream whose default namespace is content_ns."""
+def serialize(el: ET.Element, content_ns: str = ns.CLIENT, framed: bool = False) -> str:
+    """Serialize a top-level element for a stream whose default namespace is content_ns.
+
+    ``framed``: the element travels alone (a WebSocket message, RFC 7395 §3.3.3, or
+    a BOSH body child, XEP-0206 §5), so it declares its own namespace.
+    """
     out: list[str] = []
+    parent_ns = "" if framed else content_ns
     if type(el) is SharedCopy and (len(el) or el.text):
-        local, uri = _start_tag(el, content_ns, content_ns, out)
+        local, uri = _start_tag(el, parent_ns, content_ns, out)
         inner = el.cache.get(content_ns)
         if inner is None:
             parts: list[str] = []
@@ -114,5 +122,5 @@ def serialize(el: ET.Element, content_ns: str = ns.CLIENT) -> str:
         out.append(inner)
         out.append("</" + local + ">")
         return "".join(out)
-    _write(el, content_ns, content_ns, out)
+    _write(el, parent_ns, content_ns, out)
     return "".join(out)

@@ -1,0 +1,97 @@
+"""Stream management state of one client session (XEP-0198 v1.6), without I/O.
+
+Two counters and a queue, kept on the session so they outlive its transport:
+
+- ``handled``: stanzas received from the client and handled (its ``h``), counted
+  from ``<enable/>``; sent back in ``<a h=…/>`` and ``<resumed h=…/>``.
+- ``queue``: stanzas sent to the client and not yet acknowledged, oldest first,
+  each with the time it was first sent (for the XEP-0203 delay stamp should it
+  end up in offline storage). ``acked`` is the client's last ``h``; the number
+  sent is ``acked + len(queue)``.
+
+Counters wrap at 2^32 (§4). An ``h`` acknowledging more than was sent is the
+handled-count-too-high error (§6). The queue is bounded (``limit``): a client
+that never acknowledges cannot make the server hold its traffic forever.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections import deque
+
+NS = "urn:xmpp:sm:3"
+MASK = 0xFFFFFFFF
+REQUEST = f"<r xmlns='{NS}'/>"
+
+
+class HandledCountTooHigh(Exception):
+    def __init__(self, h: int, sent: int) -> None:
+        super().__init__(f"You acknowledged {h} stanzas, but I only sent you {sent} so far.")
+        self.h = h
+        self.sent = sent
+
+    def element(self) -> ET.Element:
+        return ET.Element(
+            f"{{{NS}}}handled-count-too-high", {"h": str(self.h), "send-count": str(self.sent)}
+        )
+
+
+def parse_h(value: str | None) -> int | None:
+    """An ``h`` attribute (xs:unsignedInt), or None when missing or invalid."""
+    if value is None or not value.isascii() or not value.isdigit():
+        return None
+    h = int(value)
+    return h if h <= MASK else None
+
+
+class StreamManagement:
+    __slots__ = ("acked", "awaiting", "handled", "id", "limit", "max", "queue", "resumable")
+
+    def __init__(self, limit: int, resumable: bool = False, id: str = "", max: int = 0) -> None:
+        self.limit = limit
+        self.resumable = resumable
+        self.id = id
+        self.max = max  # seconds a hibernated session waits for resumption
+        self.handled = 0
+        self.acked = 0
+        self.awaiting = False  # an <r/> of ours is unanswered
+        self.queue: deque[tuple[ET.Element, float]] = deque()
+
+    @property
+    def sent(self) -> int:
+        return (self.acked + len(self.queue)) & MASK
+
+    def track(self, stanza: ET.Element) -> bool:
+        """Record a stanza sent to the client; False once the queue is over its bound."""
+        self.queue.append((stanza, time.time()))
+        return len(self.queue) <= self.limit
+
+    def count_handled(self) -> None:
+        self.handled = (self.handled + 1) & MASK
+
+    def ack(self, h: int) -> None:
+        """The client has handled ``h`` stanzas: drop them from the queue."""
+        n = (h - self.acked) & MASK
+        if n > len(self.queue):
+            raise HandledCountTooHigh(h, self.sent)
+        queue = self.queue
+        for _ in range(n):
+            queue.popleft()
+        self.acked = h
+        self.awaiting = False
+
+    def want_ack(self) -> bool:
+        """Whether to ask for an ack now: something unacknowledged and no request out."""
+        if self.awaiting or not self.queue:
+            return False
+        self.awaiting = True
+        return True
+
+    def take_unacked(self) -> list[tuple[ET.Element, float]]:
+        out = list(self.queue)
+        self.queue.clear()
+        return out
+
+    def answer(self) -> str:
+        return f"<a xmlns='{NS}' h='{self.handled}'/>"
