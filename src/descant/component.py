@@ -133,7 +133,7 @@ class ComponentSession(StreamConnection):
             if el.get("type") != "error":
                 self.send(_error_to(el, StanzaError("jid-malformed", "missing or invalid to")))
             return
-        await self.server.router.route(el, None)
+        await self.server.router.process(el)
 
 
 def _error_to(el: ET.Element, err: StanzaError) -> ET.Element:

@@ -35,6 +35,12 @@ class C2SConfig:
     auth_timeout: float = 60.0
     # Seconds of silence before TCP keepalive probes look for a vanished client; 0: off.
     tcp_keepalive: int = 300
+    # XEP-0198: seconds a session whose connection was lost waits to be resumed
+    # (a client may ask for less with 'max'); 0 turns resumption off.
+    resume_timeout: float = 300.0
+    # XEP-0198: stanzas sent and not yet acknowledged a session may hold; past
+    # that the session ends (what is unacknowledged goes to offline storage).
+    max_unacked: int = 500
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.offline_max_messages": (0, 1_000_000),
     "c2s.auth_timeout": (1, 3600),
     "c2s.tcp_keepalive": (0, 86400),
+    "c2s.resume_timeout": (0, 86400),
+    "c2s.max_unacked": (10, 1_000_000),
     "muc.history_length": (0, 10000),
     "muc.max_occupants": (1, 1_000_000),
     "s2s.connect_timeout": (0.1, 600),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from descant.events import EventBus
 from descant.modules import Module, load_modules
+from descant.routing.requests import IqRequests
 from descant.routing.sessions import SessionRegistry
 from descant.xml import ns
 
@@ -26,6 +27,7 @@ class Host:
         self.features: set[str] = set()
         self.identities: list[tuple[str, str, str]] = []
         self.stream_features: list[ET.Element] = []
+        self.requests = IqRequests(self)  # the server's own iq requests and their answers
 
     @property
     def storage(self) -> Storage:
@@ -59,4 +61,5 @@ class Host:
     async def stop(self) -> None:
         for mod in self.modules.values():
             await mod.stop()
+            await mod.tasks.close(1.0)
             mod.unload()

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, ClassVar
 
 from descant.events import Handler
+from descant.tasks import TaskGroup
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -24,12 +25,16 @@ if TYPE_CHECKING:
 
 class Module:
     name: ClassVar[str] = ""
+    # Background tasks a module may run at once (push notifications, expiries …).
+    max_tasks: ClassVar[int] = 1000
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self.server: Server = host.server
         self.log = logging.getLogger(f"descant.{self.name}")
         self._hooks: list[tuple[str, Handler]] = []
+        # Owned and bounded: closed (what is left cancelled) when the host stops.
+        self.tasks = TaskGroup(f"{host.domain}/{self.name}", self.max_tasks)
 
     def hook(self, event: str, handler: Handler, priority: int = 0) -> None:
         self.host.events.hook(event, handler, priority)
@@ -55,6 +60,12 @@ class Module:
         else:
             await self.server.router.route(answer)
         return True
+
+    async def send_iq(self, iq: ET.Element, timeout: float = 30.0) -> ET.Element:
+        """Send an iq get/set (``from`` defaults to the host) and return the result or
+        error stanza that answers it. The id is set here, unguessable, and only an
+        answer from the address asked counts. Raises TimeoutError after ``timeout`` s."""
+        return await self.host.requests.send(iq, timeout)
 
     def load(self) -> None:
         """Register hooks and items; called once when the host starts."""

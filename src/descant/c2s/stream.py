@@ -452,14 +452,7 @@ class ClientStream(StreamConnection):
             self._handled(session)
             return
         el.set("from", jid_str)
-        try:
-            await self.server.router.route(el, session)
-        except Exception:
-            # One handler's fault costs that stanza, not the stream.
-            log.exception("%s: error handling a stanza", jid_str)
-            if not silent:
-                err = StanzaError("internal-server-error")
-                session.send(_local_error(el, jid_str, err))
+        await self.server.router.process(el, session)
         self._handled(session)
 
     @staticmethod

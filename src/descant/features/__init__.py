@@ -10,6 +10,7 @@ from descant.features.offline import OfflineModule
 from descant.features.ping import PingModule
 from descant.features.presence import PresenceModule
 from descant.features.roster import RosterModule
+from descant.features.smacks import StreamManagementModule
 from descant.features.vcard import VCardModule
 from descant.features.version import VersionModule
 from descant.modules import Module
@@ -25,4 +26,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     PingModule,
     VersionModule,
     VCardModule,
+    StreamManagementModule,
 ]

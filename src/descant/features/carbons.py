@@ -26,6 +26,7 @@ from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
 
 if TYPE_CHECKING:
+    from descant.c2s.manager import Undelivered
     from descant.routing.sessions import Session
 
 NS = "urn:xmpp:carbons:2"
@@ -65,6 +66,8 @@ class CarbonsModule(Module):
         self.hook_iq("set", "self", f"{NS}:enable", self.enable)
         self.hook_iq("set", "self", f"{NS}:disable", self.disable)
         self.hook("resource-unbound", self._unbound)
+        # Ahead of offline storage: copies need no second delivery.
+        self.hook("stanza-undelivered", self._undelivered, 10)
         # user → sessions that enabled carbons. The message hooks are in place
         # only while someone on this host has carbons on, so that messages cost
         # nothing extra otherwise (the router skips events nobody listens to).
@@ -121,6 +124,20 @@ class CarbonsModule(Module):
             else:
                 del self._users[session.jid.local]
             self._sync_hooks()
+
+    async def _undelivered(self, ev: Undelivered) -> bool | None:
+        """A stanza the client of an ended session never acknowledged (XEP-0198 §4):
+        a carbon copy is dropped (the original went elsewhere), and so is a message
+        the user's other resources already got as a carbon."""
+        stanza = ev.stanza
+        if stanza.tag != "message":
+            return None
+        if stanza.find(f"{{{NS}}}received") is not None or stanza.find(f"{{{NS}}}sent") is not None:
+            return True
+        user = ev.session.jid.local
+        if eligible(stanza) and self._enabled(user, [ev.session]):
+            return True
+        return None
 
     def _enabled(self, user: str, skip: list[Session]) -> list[Session]:
         return [

@@ -88,6 +88,19 @@ class Router:
         if handled is None and kind == "message":
             await self.bounce(stanza, StanzaError("service-unavailable"))
 
+    async def process(self, stanza: ET.Element, origin: Session | None = None) -> None:
+        """Route a stanza that just entered from a stream, behind a fault boundary: a
+        handler's exception costs that stanza (answered <internal-server-error/> and
+        logged), not the stream it came on."""
+        try:
+            await self.route(stanza, origin)
+        except Exception:
+            log.exception("error handling a stanza from %s", stanza.get("from"))
+            try:
+                await self.bounce(stanza, StanzaError("internal-server-error"))
+            except Exception:
+                log.exception("answering a failed stanza failed too")
+
     async def _route_iq(self, event: StanzaEvent) -> None:
         stanza = event.stanza
         type_ = stanza.get("type")

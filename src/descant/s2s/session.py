@@ -258,4 +258,4 @@ class IncomingSession(S2SStream):
                 await self.server.router.bounce(el, err)
             return
         self.last_active = time.monotonic()
-        await self.server.router.route(el, None)
+        await self.server.router.process(el)
