@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from descant.accounts import make_account
@@ -43,10 +43,16 @@ _ids = itertools.count(1)
 
 
 class FakeSession:
-    """A bound client session that records what it is sent."""
+    """A bound client session that records what it is sent.
+
+    Like ``ClientSession`` it has an output ``filter`` (client state indication)
+    in front of :meth:`deliver`, and can pretend to have lost its transport
+    (``hibernated``: delivered stanzas then wait in ``held`` until ``resume()``).
+    """
 
     def __init__(self, host: Host, jid: JID) -> None:
         self.jid = jid
+        self.jid_str = str(jid)
         self.host = host
         self.priority = 0
         self.presence: ET.Element | None = None
@@ -55,9 +61,30 @@ class FakeSession:
         self.data: dict[str, object] = {}
         self.received: list[ET.Element] = []
         self.closed: str | None = None  # the condition (or "") once closed
+        self.filter: Callable[[FakeSession, ET.Element], bool] | None = None
+        self.hibernated = False
+        self.held: list[ET.Element] = []
 
     def send(self, stanza: ET.Element) -> None:
-        self.received.append(stanza)
+        f = self.filter
+        if f is not None and f(self, stanza):
+            return
+        self.deliver(stanza)
+
+    def deliver(self, stanza: ET.Element) -> None:
+        (self.held if self.hibernated else self.received).append(stanza)
+
+    async def hibernate(self) -> None:
+        """As if the transport were lost with resumption on (``session-hibernated``)."""
+        self.hibernated = True
+        await self.host.events.fire("session-hibernated", self)
+
+    async def resume(self) -> None:
+        """As if the client resumed (``session-resumed``): what waited arrives first."""
+        self.hibernated = False
+        self.received.extend(self.held)
+        self.held.clear()
+        await self.host.events.fire("session-resumed", self)
 
     async def close(self, condition: str | None = None, text: str | None = None) -> None:
         """Close like a c2s session: unregister, then ``resource-unbound`` if it was current."""

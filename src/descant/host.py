@@ -25,6 +25,8 @@ class Host:
         self.sessions = SessionRegistry()
         self.modules: dict[str, Module] = {}
         self.features: set[str] = set()
+        # Features an account of this host offers (its bare JID's disco#info).
+        self.account_features: set[str] = set()
         self.identities: list[tuple[str, str, str]] = []
         self.stream_features: list[ET.Element] = []
         self.requests = IqRequests(self)  # the server's own iq requests and their answers
@@ -38,6 +40,9 @@ class Host:
 
     def add_feature(self, *names: str) -> None:
         self.features.update(names)
+
+    def add_account_feature(self, *names: str) -> None:
+        self.account_features.update(names)
 
     def add_identity(self, category: str, type_: str, name: str = "") -> None:
         self.identities.append((category, type_, name))

@@ -57,7 +57,8 @@ class DiscoModule(Module):
         ET.SubElement(
             query, "{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"}
         )
-        ET.SubElement(query, "{%s}feature" % ns.DISCO_INFO, {"var": ns.DISCO_INFO})
+        for feature in sorted({ns.DISCO_INFO} | self.host.account_features):
+            ET.SubElement(query, "{%s}feature" % ns.DISCO_INFO, {"var": feature})
         return await self._result(ev, query)
 
     async def account_items(self, ev: StanzaEvent) -> bool:

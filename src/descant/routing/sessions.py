@@ -29,6 +29,10 @@ class Session(Protocol):
     @property
     def host(self) -> Host: ...
 
+    @property
+    def hibernated(self) -> bool:
+        """Bound, but waiting for its client to resume (XEP-0198): no transport."""
+
     def send(self, stanza: ET.Element) -> None: ...
 
     async def close(self, condition: str | None = None, text: str | None = None) -> None: ...
