@@ -59,6 +59,8 @@ class LiveServer:
         self.port = free_port()
         self.tls_port = free_port()
         self.s2s_port = free_port()
+        self.http_port = free_port()
+        self.https_port = free_port()
         self.db = self.data_dir / "descant.db"
         self.storage_url = str(sections.get("storage", {}).get("url", f"sqlite:///{self.db}"))
         cfg: dict[str, dict[str, Any]] = {
@@ -68,6 +70,10 @@ class LiveServer:
                 "tls_listen": [f"127.0.0.1:{self.tls_port}"],
             },
             "s2s": {"listen": [f"127.0.0.1:{self.s2s_port}"]},
+            "http": {
+                "listen": [f"127.0.0.1:{self.http_port}"],
+                "tls_listen": [f"127.0.0.1:{self.https_port}"],
+            },
             "storage": {"url": f"sqlite:///{self.db}"},
             "limits": {"max_auth_failures": 50, "max_connections_per_ip": 1000},
             "log": {"level": "debug"},

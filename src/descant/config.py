@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -74,7 +75,26 @@ class ModulesConfig:
 
 @dataclass(frozen=True)
 class HTTPConfig:
+    # WebSocket (RFC 7395), BOSH (XEP-0206) and host-meta (XEP-0156); docs/web.md.
     listen: list[str] = field(default_factory=lambda: ["127.0.0.1:5280"])
+    # HTTPS on the listener itself, with the server's certificate.
+    tls_listen: list[str] = field(default_factory=list)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and
+    # X-Forwarded-Proto headers are believed.
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Origins whose web pages may use the WebSocket and BOSH endpoints
+    # ("https://chat.example.org"); empty: only pages from the endpoint's own
+    # host; "*": any.
+    allowed_origins: list[str] = field(default_factory=list)
+    # Seconds between WebSocket pings (a client that misses the pong is gone); 0: off.
+    websocket_ping: float = 60.0
+    # The public base URL host-meta advertises ("https://xmpp.example.org");
+    # empty: taken from each request.
+    external_url: str = ""
+    # BOSH (XEP-0124): the longest a request is held, and how long a session may
+    # go without one before it ends.
+    bosh_max_wait: float = 60.0
+    bosh_inactivity: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,19 @@ class MUCConfig:
     history_length: int = 50
     # The default and the upper bound of a room's muc#roomconfig_maxusers.
     max_occupants: int = 500
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    # XEP-0357: what a notification tells the app server (and so the platform's
+    # push service): the sender's JID, and the message body only when asked.
+    include_body: bool = False
+    include_sender: bool = True
+    # Consecutive failed publishes (an error answer or a timeout) after which a
+    # registration is removed; a successful one resets the count.
+    max_errors: int = 3
+    # Seconds to wait for the app server's answer to one publish.
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -126,6 +159,7 @@ class Config:
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     muc: MUCConfig = field(default_factory=MUCConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -146,9 +180,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "c2s.max_unacked": (10, 1_000_000),
     "muc.history_length": (0, 10000),
     "muc.max_occupants": (1, 1_000_000),
+    "push.max_errors": (1, 1000),
+    "push.timeout": (0.1, 3600),
     "s2s.connect_timeout": (0.1, 600),
     "s2s.idle_timeout": (1, 86400),
     "s2s.keepalive": (1, 86400),
+    "http.websocket_ping": (0, 3600),
+    "http.bosh_max_wait": (1, 3600),
+    "http.bosh_inactivity": (5, 3600),
 }
 _S2S_POLICIES = ("verify", "dialback", "insecure")
 _CHOICES = {"log.level": ("debug", "info", "warning", "error"), "s2s.policy": _S2S_POLICIES}
@@ -229,6 +268,14 @@ def _validate(cfg: Config) -> None:
                     parse_listen(addr)
                 except ValueError as exc:
                     raise ConfigError(f"{section}.{key}[{i}]: {exc}") from None
+    for i, proxy in enumerate(cfg.http.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies[{i}]: {proxy!r} is not an address") from None
+    url = cfg.http.external_url
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"http.external_url: {url!r} must start with http:// or https://")
     for dom, addr in cfg.s2s.routes.items():
         try:
             parse_listen(addr)

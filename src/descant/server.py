@@ -15,6 +15,7 @@ from descant.component import ComponentService
 from descant.config import Config, parse_listen
 from descant.events import EventBus
 from descant.host import Host
+from descant.http.server import HTTPService
 from descant.net import tls
 from descant.routing.router import Router
 from descant.s2s.manager import S2SManager
@@ -38,6 +39,7 @@ class Server:
         self.bound_ports: dict[str, list[int]] = {}
         self.tls_files: tuple[str, str] = ("", "")
         self.c2s = ClientManager(self)
+        self.http = HTTPService(self)
         self.s2s = S2SManager(self)
         self.components = ComponentService(self)
 
@@ -84,6 +86,7 @@ class Server:
         await self.components.start()
         await self.s2s.start()
         await self.c2s.start()
+        await self.http.start()
         log.info("Descant serving %s", ", ".join(cfg.server.domains))
 
     async def listen(
@@ -107,6 +110,7 @@ class Server:
         """End every client stream and session with <system-shutdown/>, then
         federation and components, then flush storage."""
         await self.c2s.stop()
+        await self.http.stop()
         await self.s2s.stop()
         await self.components.stop()
         for host in self.hosts.values():

@@ -7,7 +7,14 @@ import dataclasses
 import socket
 from pathlib import Path
 
-from descant.config import C2SConfig, Config, S2SConfig, ServerConfig, StorageConfig
+from descant.config import (
+    C2SConfig,
+    Config,
+    HTTPConfig,
+    S2SConfig,
+    ServerConfig,
+    StorageConfig,
+)
 from descant.server import Server
 from tests.live import free_port
 
@@ -19,6 +26,7 @@ async def _server_socket_options(tmp_path: Path, keepalive: int) -> tuple[int, i
         server=ServerConfig(domains=["localhost"], data_dir=str(tmp_path)),
         c2s=C2SConfig(listen=[f"127.0.0.1:{port}"], tcp_keepalive=keepalive),
         s2s=S2SConfig(listen=[]),
+        http=HTTPConfig(listen=[]),
         storage=StorageConfig(url="memory://"),
     )
     server = Server(config)
