@@ -242,3 +242,153 @@ def test_element_output_uses_the_stream_content_namespace_rfc6120_4_8_3() -> Non
     assert XMLStream(ns.SERVER, 65536).element(el) == (
         "<message><x xmlns='urn:x'><message xmlns='jabber:server'/></x></message>"
     )
+
+
+# -- input held back at layer switches (RFC 6120 §5.4.3.3, §6.4.6) --------------------------------
+
+
+def test_restart_drops_what_arrived_before_the_switch() -> None:
+    """Events already parsed and bytes not yet parsed are both dropped: what was
+    pipelined after <starttls/> never reaches the next layer (CVE-2011-0411)."""
+    stream = XMLStream(ns.CLIENT, 65536)
+    stream.receive_data(CLIENT_HEADER + b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    stream.receive_data(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AA==")
+    stream.receive_data(b"</auth><iq type='set' id='x'/>")
+    assert isinstance(stream.next_event(), StreamOpened)
+    starttls = stream.next_event()
+    assert isinstance(starttls, ET.Element) and starttls.tag.endswith("}starttls")
+    assert stream.buffered > 0
+    stream.restart()
+    assert stream.buffered == 0
+    assert stream.next_event() is None
+    stream.receive_data(CLIENT_HEADER + b"<presence/>")
+    assert isinstance(stream.next_event(), StreamOpened)
+    presence = stream.next_event()
+    assert isinstance(presence, ET.Element) and presence.tag == "presence"
+
+
+def test_input_is_parsed_one_chunk_at_a_time_as_events_are_taken() -> None:
+    stream = XMLStream(ns.CLIENT, 65536)
+    stream.receive_data(CLIENT_HEADER)
+    stream.receive_data(b"<presence/>")
+    assert stream.buffered == len(CLIENT_HEADER) + len(b"<presence/>")
+    assert isinstance(stream.next_event(), StreamOpened)
+    assert stream.buffered == len(b"<presence/>")  # not parsed until asked for
+
+
+def test_a_fault_comes_after_the_events_completed_before_it() -> None:
+    from descant.stream.protocol import StreamFault
+
+    stream = XMLStream(ns.CLIENT, 65536)
+    stream.receive_data(CLIENT_HEADER + b"<presence/><message><body>x</bo></message>")
+    stream.receive_data(b"<presence/>")
+    events = []
+    while (ev := stream.next_event()) is not None:
+        events.append(ev)
+    assert [type(e).__name__ for e in events] == ["StreamOpened", "Element", "StreamFault"]
+    fault = events[-1]
+    assert isinstance(fault, StreamFault) and fault.error.condition == "not-well-formed"
+    assert stream.buffered == 0  # nothing after a fault is kept
+
+
+# -- RFC 7395 framing ---------------------------------------------------------------------------
+
+OPEN = b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='example.com' version='1.0'/>"
+
+
+def ws_stream() -> XMLStream:
+    from descant.stream.protocol import WEBSOCKET
+
+    return XMLStream(ns.CLIENT, 4096, WEBSOCKET)
+
+
+def ws_events(*messages: bytes | str) -> list[object]:
+    stream = ws_stream()
+    for m in messages:
+        stream.receive_data(m)
+    out = []
+    while (ev := stream.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def test_websocket_open_and_close_are_the_header_and_close_rfc7395_3_4() -> None:
+    events = ws_events(
+        OPEN,
+        "<presence xmlns='jabber:client'/>",
+        b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+    )
+    opened, presence, closed = events
+    assert isinstance(opened, StreamOpened) and opened.attrs["to"] == "example.com"
+    ws_stream().check_header(opened)
+    assert isinstance(presence, ET.Element) and presence.tag == "presence"
+    assert isinstance(closed, StreamClosed)
+
+
+@pytest.mark.parametrize(
+    ("message", "condition"),
+    [
+        (b"<presence xmlns='jabber:client'/><presence xmlns='jabber:client'/>", "bad-format"),
+        (b"<message xmlns='jabber:client'><body>half", "bad-format"),
+        (b"<presence xmlns='jabber:client'", "bad-format"),
+        (b"hello", "bad-format"),
+        (b"<presence xmlns='jabber:client'></message>", "not-well-formed"),
+        # A DTD cannot appear inside the framing's document at all.
+        (b"<!DOCTYPE x><presence/>", "not-well-formed"),
+        (b"<?pi x?>", "restricted-xml"),
+        (
+            b"<message xmlns='jabber:client'><body>" + b"x" * 5000 + b"</body></message>",
+            "policy-violation",
+        ),
+    ],
+)
+def test_websocket_message_must_hold_one_whole_element_rfc7395_3_3_3(
+    message: bytes, condition: str
+) -> None:
+    from descant.stream.protocol import StreamFault
+
+    events = ws_events(OPEN, b"<presence xmlns='jabber:client'/>", message, b"<presence/>")
+    assert isinstance(events[0], StreamOpened)
+    assert isinstance(events[1], ET.Element)
+    assert len(events) == 3
+    assert isinstance(events[2], StreamFault) and events[2].error.condition == condition
+
+
+def test_websocket_header_checks_rfc7395_3_4() -> None:
+    stream = ws_stream()
+    (ev,) = ws_events(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='x' version='2.0'/>")
+    assert isinstance(ev, StreamOpened)
+    with pytest.raises(StreamError) as info:
+        stream.check_header(ev)
+    assert info.value.condition == "unsupported-version"
+
+
+def test_websocket_output_pieces_stand_alone_rfc7395_3_3_3() -> None:
+    stream = ws_stream()
+    header = stream.header("example.com", "juliet@example.com")
+    assert header.startswith("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id=")
+    assert "from='example.com'" in header and "version='1.0'" in header
+    features = ET.Element("{%s}features" % ns.STREAM)
+    text = stream.element(features)
+    assert text == "<stream:features xmlns:stream='%s'/>" % ns.STREAM
+    ET.fromstring(text)  # a frame parses on its own
+    msg = ET.Element("message", {"to": "a@b"})
+    ET.SubElement(msg, "body").text = "hi"
+    assert (
+        stream.element(msg) == "<message xmlns='jabber:client' to='a@b'><body>hi</body></message>"
+    )
+    err = stream.error(StreamError("bad-format"))
+    assert ET.fromstring(err).tag == "{%s}error" % ns.STREAM
+    assert stream.close() == "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+
+
+def test_bosh_output_has_no_header_and_standalone_elements() -> None:
+    from descant.stream.protocol import BOSH
+
+    stream = XMLStream(ns.CLIENT, 4096, BOSH)
+    assert stream.header("example.com") == "" and stream.header_sent and stream.id
+    assert stream.close() == ""
+    assert stream.element(ET.Element("presence")) == "<presence xmlns='jabber:client'/>"
+    stream.receive_events([ET.Element("message")])
+    ev = stream.next_event()
+    assert isinstance(ev, ET.Element) and ev.tag == "message"
