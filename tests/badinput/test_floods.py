@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from tests.badinput.raw import (
@@ -13,6 +14,7 @@ from tests.badinput.raw import (
     login,
     next_stanza,
     ping,
+    stanza_error,
 )
 from tests.live import LiveServer, RawClient
 
@@ -124,3 +126,41 @@ async def test_flood_does_not_starve_others_on_one_server(make_server: MakeServe
     await sending
     await ping(flooder)
     await close_quietly(flooder, calm)
+
+
+async def test_a_client_that_stops_reading_is_cut_off(make_server: MakeServer) -> None:
+    """Output is bounded: a client that never reads what it is sent is disconnected once
+    16 MiB wait for it, even with stream management resumption on (it gets no second
+    chance), and the sender is not slowed down."""
+    srv = make_server(limits={"c2s_rate": 1 << 30})
+    # A small receive buffer: the kernel must not absorb the flood for the sink.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.setblocking(False)
+    sink = RawClient(*await asyncio.open_connection(sock=sock))
+    user, password = await srv.make_user("sink")
+    sink_jid = await sink.login(user, password)
+    await sink.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+    await sink.read_until("<enabled")
+    sink.writer.transport.pause_reading()  # never reads again
+    sender, _ = await login(srv, "firehose")
+    body = "y" * 200_000
+    for i in range(150):  # about 30 MB
+        await sender.send(f"<message to='{sink_jid}' id='h{i}'><body>{body}</body></message>")
+    deadline = time.monotonic() + 30
+    while "output buffer full" not in srv.log() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert "output buffer full" in srv.log()
+    await asyncio.sleep(0.3)
+    # The session ended (it did not hibernate): an iq to it is answered by the server.
+    await sender.send(
+        f"<iq type='get' id='gone' to='{sink_jid}'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    while True:
+        el = await next_stanza(sender, timeout=10)
+        if el.get("id") == "gone":
+            break
+    assert stanza_error(el) == "service-unavailable"
+    await close_quietly(sender, sink)
+    assert "hibernating" not in srv.log()

@@ -198,7 +198,13 @@ class ClientStream(StreamConnection):
         """The transport went away without a close: hibernate a resumable session."""
         session = self.session
         sm = session.sm if session is not None else None
-        if session is None or sm is None or not sm.resumable or self.server.c2s.stopping:
+        if (
+            session is None
+            or sm is None
+            or not sm.resumable
+            or self.overflowed  # a client that stopped reading gets no second chance
+            or self.server.c2s.stopping
+        ):
             await self._teardown()
             return
         self.state = State.CLOSED

@@ -31,7 +31,7 @@ MAX_WRITE_BUFFER = 16 * 1024 * 1024
 
 
 class StreamConnection:
-    __slots__ = ("closing", "server", "stream", "transport")
+    __slots__ = ("closing", "overflowed", "server", "stream", "transport")
 
     def __init__(
         self, server: Server, transport: Transport, content_ns: str, framing: str = TCP
@@ -41,6 +41,7 @@ class StreamConnection:
         self.stream = XMLStream(content_ns, server.config.limits.max_stanza_size, framing)
         transport.stream = self.stream
         self.closing = False
+        self.overflowed = False  # the peer stopped reading; the transport was cut
 
     # -- to be refined ---------------------------------------------------------------
 
@@ -74,9 +75,11 @@ class StreamConnection:
         if transport.is_closing():
             return
         transport.write(parts)
-        if transport.write_buffer_size() > MAX_WRITE_BUFFER and not self.closing:
+        if transport.write_buffer_size() > MAX_WRITE_BUFFER and not self.overflowed:
+            # Nothing more can reach this peer: cut the transport; the loop then
+            # sees its input end and releases the stream (_input_ended).
             log.warning("%s: output buffer full, closing", self._label())
-            self.closing = True
+            self.overflowed = True
             transport.abort()
 
     def send(self, stanza: ET.Element) -> None:
@@ -107,7 +110,7 @@ class StreamConnection:
         """Take and handle events until the stream ends; one ordered task."""
         stream = self.stream
         try:
-            while not self.closing:
+            while not self.closing and not self.overflowed:
                 ev = stream.next_event()
                 if ev is None:
                     if not await self.transport.wait_input():
