@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from descant.features.blocking import BlockingModule
 from descant.features.carbons import CarbonsModule
+from descant.features.csi import ClientStateModule
 from descant.features.disco import DiscoModule
 from descant.features.message import MessageModule
 from descant.features.offline import OfflineModule
@@ -27,4 +28,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     VersionModule,
     VCardModule,
     StreamManagementModule,
+    ClientStateModule,
 ]
