@@ -10,6 +10,7 @@ from descant.features.message import MessageModule
 from descant.features.offline import OfflineModule
 from descant.features.ping import PingModule
 from descant.features.presence import PresenceModule
+from descant.features.push import PushModule
 from descant.features.roster import RosterModule
 from descant.features.smacks import StreamManagementModule
 from descant.features.vcard import VCardModule
@@ -29,4 +30,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     VCardModule,
     StreamManagementModule,
     ClientStateModule,
+    PushModule,
 ]
