@@ -172,3 +172,34 @@ async def test_registration_removed_after_three_error_answers_xep0357_7_1(
     finally:
         await disconnect(bob)
         await stop_app_server(app)
+
+
+async def test_unacknowledged_messages_are_pushed_when_the_connection_drops_xep0357_7(
+    make_server: MakeServer,
+) -> None:
+    """A phone dropping off the network silently: messages were written to a
+    connection that looked alive and never acknowledged (XEP-0198). When the session
+    hibernates with no live session left, one notification counts them."""
+    srv, app = await start_app_server(make_server)
+    c, dave = await push_user(srv, "node-d", stream_management=True)
+    bob_jid, bob_pw = await srv.make_user("sender")
+    bob = await connect_slixmpp(srv, bob_jid, bob_pw)
+    try:
+        for n in range(2):
+            bob.send_message(mto=dave, mbody=f"unread {n}", mtype="chat")
+        for _ in range(2):  # written to dave's connection, which never acknowledges
+            while (await next_stanza(c)).tag != f"{{{CLIENT}}}message":
+                pass
+        assert app.publishes.empty()  # delivered to a live session: no push
+        c.writer.transport.abort()
+        iq = await app.next_publish()
+        publish = iq.find(f".//{{{PUBSUB}}}publish")
+        assert publish is not None and publish.get("node") == "node-d"
+        summary = fields(publish.find(f".//{{{NS}}}notification/{{{DATA}}}x"))
+        assert summary["message-count"] == "2"
+        assert summary["last-message-sender"] == bob.boundjid.full
+        await asyncio.sleep(0.3)
+        assert app.publishes.empty()
+    finally:
+        await disconnect(bob)
+        await stop_app_server(app)

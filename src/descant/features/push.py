@@ -50,9 +50,14 @@ sessions on this host has registrations, so other traffic costs nothing.
 Notification counts are kept in memory only (for at most 10 000 accounts) and
 start again when a session of the account binds or resumes.
 
-Not done: notifying for messages a session had not acknowledged when it
-hibernated (they arrived while it looked live), and remote disabling by the
-service's affiliation change (§8, a MAY; failures remove it instead).
+The commonest case is a phone that drops off the network silently: messages
+are written to a connection that looks alive, and nobody reads them. So when a
+session hibernates and no session of the account is live any more, the
+messages worth a notification that its client never acknowledged are
+published too (one notification, counting them all).
+
+Not done: remote disabling by the service's affiliation change (§8, a MAY;
+failures remove a registration instead).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
-from descant.jid import InvalidJID, parse
+from descant.jid import JID, InvalidJID, parse
 from descant.modules import Module
 from descant.routing.requests import TooManyRequests
 from descant.routing.router import StanzaEvent
@@ -223,6 +228,7 @@ class PushModule(Module):
         self.hook_iq("set", "bare", f"{NS}:disable", self.forbidden)
         self.hook("resource-bound", self._bound)
         self.hook("session-resumed", self._resumed)
+        self.hook("session-hibernated", self._hibernated)
         self.hook("resource-unbound", self._unbound)
         # Ahead of offline storage (priority 0); only looks.
         self.hook("message/offline", self.offline, 10)
@@ -385,15 +391,41 @@ class PushModule(Module):
             self._notify(ev, regs)
         return None
 
+    async def _hibernated(self, session: Session) -> None:
+        """The connection was lost with messages still unacknowledged (XEP-0198):
+        the client may never have seen them."""
+        user = session.jid.local
+        regs = self._cache.get(user)
+        sm = getattr(session, "sm", None)
+        if regs is None or sm is None:
+            return
+        if any(not s.hibernated for s in self.host.sessions.of_user(user)):
+            return  # a live session of the account shows them
+        unseen = [st for st, _ in sm.queue if worth_notifying(st)]
+        if unseen:
+            last = unseen[-1]
+            self._publish_all(user, session.jid.bare, regs, len(unseen), last.get("from"), last)
+
     def _notify(self, ev: StanzaEvent, regs: list[Registration]) -> None:
-        user = ev.to.local
-        count = self._counts.pop(user, 0) + 1
+        self._publish_all(ev.to.local, ev.to.bare, regs, 1, str(ev.frm), ev.stanza)
+
+    def _publish_all(
+        self,
+        user: str,
+        bare: JID,
+        regs: list[Registration],
+        new: int,
+        sender: str | None,
+        last: ET.Element,
+    ) -> None:
+        count = self._counts.pop(user, 0) + new
         self._counts[user] = count  # re-inserted: the oldest counts go first
         if len(self._counts) > MAX_COUNTERS:
             del self._counts[next(iter(self._counts))]
-        sender = str(ev.frm) if self.config.include_sender else None
-        body = ev.stanza.findtext("body") if self.config.include_body else None
-        frm = str(ev.to.bare)
+        if not self.config.include_sender:
+            sender = None
+        body = last.findtext("body") if self.config.include_body else None
+        frm = str(bare)
         for reg in regs:
             iq = notification(frm, reg, count, sender, body)
             self.tasks.spawn(self._publish(user, reg.key, iq))
