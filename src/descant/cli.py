@@ -170,6 +170,8 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
                 print(f"certificate expires {expiry:%Y-%m-%d}")
     else:
         print("tls: self-signed certificate in data_dir (made on first start)")
+    for note in _http_notes(cfg):
+        print(f"note: {note}")
     try:
         asyncio.run(_with_storage(cfg, lambda st: _zero()))
         print(f"storage: {cfg.storage.url.split('@')[-1]} ok")
@@ -183,6 +185,28 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
 
 async def _zero() -> int:
     return 0
+
+
+def _http_notes(cfg: Config) -> list[str]:
+    """What an operator may not expect of the web listeners (docs/web.md)."""
+    import ipaddress
+
+    from descant.config import parse_listen
+
+    notes = []
+    for addr in cfg.http.listen:
+        host, _ = parse_listen(addr)
+        try:
+            local = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            local = host == "localhost"
+        if not local and cfg.c2s.require_tls:
+            notes.append(
+                f"http.listen {addr}: web clients connecting there directly over plain HTTP "
+                "cannot log in (c2s.require_tls); serve http.tls_listen or put a reverse "
+                "proxy in front (docs/web.md)"
+            )
+    return notes
 
 
 def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:

@@ -93,6 +93,22 @@ def test_check_and_cert(tmp_path: Path) -> None:
     assert "does not cover other.example" in r.stderr
 
 
+def test_check_notes_a_public_plain_http_listener(tmp_path: Path) -> None:
+    """docs/web.md: web clients reaching a non-loopback plain-HTTP listener directly
+    cannot log in while TLS is required; check says so (a note, not a problem)."""
+    data = tmp_path / "data"
+    cfg = tmp_path / "web.toml"
+    cfg.write_text(
+        f'[server]\ndata_dir = "{data}"\n[storage]\nurl = "sqlite:///{data}/d.db"\n'
+        '[http]\nlisten = ["0.0.0.0:5280"]\n'
+    )
+    r = _descant("--config", str(cfg), "check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "note: http.listen 0.0.0.0:5280" in r.stdout
+    cfg.write_text(f'[server]\ndata_dir = "{data}"\n[storage]\nurl = "sqlite:///{data}/d.db"\n')
+    assert "note:" not in _descant("--config", str(cfg), "check").stdout  # loopback: fine
+
+
 def test_serve_reports_a_port_in_use(server: LiveServer) -> None:
     """A second server on the same port fails with one clear line, not a traceback."""
     r = server.cli("serve")
