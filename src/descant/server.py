@@ -85,8 +85,9 @@ class Server:
         # Before c2s: once clients are accepted, federation and components are up.
         await self.components.start()
         await self.s2s.start()
-        await self.c2s.start()
         await self.http.start()
+        # Last: a client that can connect finds every other service up.
+        await self.c2s.start()
         log.info("Descant serving %s", ", ".join(cfg.server.domains))
 
     async def listen(

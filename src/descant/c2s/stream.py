@@ -214,6 +214,10 @@ class ClientStream(StreamConnection):
 
     async def _handle(self, ev: object) -> None:
         if isinstance(ev, ET.Element):
+            if not self.stream.header_sent:
+                # Framed transports deliver elements whole, so nothing but this check
+                # keeps them from arriving before the (restarted) stream is open.
+                raise StreamError("not-authorized", "open the stream first")
             if self.state is State.BOUND:
                 if ev.tag in STANZA_KINDS:
                     await self._stanza(ev)
@@ -223,10 +227,11 @@ class ClientStream(StreamConnection):
                 await self._pre_bind(ev)
             elif self.state is State.OPEN:
                 await self._negotiate(ev)
-            else:
-                raise StreamError("not-authorized", "open the stream first")
             return
         if isinstance(ev, StreamOpened):
+            if self.stream.header_sent:
+                # A WebSocket <open/> (or BOSH restart) when no restart is due.
+                raise StreamError("bad-format", "the stream is already open")
             await self._open(ev)
         elif isinstance(ev, StreamClosed):
             await self.close()

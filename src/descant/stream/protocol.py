@@ -43,6 +43,7 @@ keeps no clock, and is tested on bytes alone.
 
 from __future__ import annotations
 
+import re
 import secrets
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -82,6 +83,22 @@ class StreamFault:
 
 
 Event = StreamOpened | ET.Element | StreamClosed | StreamFault
+
+_DECLARATION = re.compile(rb"<\?xml\s[^<>]*?\?>")
+_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def _without_declaration(message: bytes) -> bytes:
+    """A WebSocket message is a standalone document and may open with an XML
+    declaration (RFC 7395 §3.3.3: not recommended, not forbidden); the message is
+    parsed inside our own root, where a declaration cannot appear, so it goes."""
+    m = _DECLARATION.match(message)
+    if m is None:
+        raise StreamError("not-well-formed", "malformed XML declaration")
+    enc = _ENCODING.search(m.group(0))
+    if enc is not None and enc.group(1).lower() not in (b"utf-8", b"utf8"):
+        raise StreamError("unsupported-encoding", "WebSocket messages are UTF-8")
+    return message[m.end() :]
 
 
 class XMLStream:
@@ -156,6 +173,8 @@ class XMLStream:
         """One WebSocket message: exactly one complete element (RFC 7395 §3.3.3)."""
         if isinstance(data, str):
             data = data.encode("utf-8")
+        if data.startswith(b"<?xml"):
+            data = _without_declaration(data)
         events = self.parser.feed(data)
         if not self.parser.between_elements:
             raise StreamError("bad-format", "a WebSocket message must hold a whole element")
