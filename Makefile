@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck peers bench clean
+.PHONY: run test lint typecheck peers js bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,22 @@ typecheck: $(STAMP)
 peers:
 	@bash tools/install-prosody.sh
 
-test: $(STAMP) lint typecheck peers
+# Third-party JavaScript clients the WebSocket/BOSH tests drive (tests/js, Node.js 20.10+),
+# installed exactly as package-lock.json says; again only when the lock file changes.
+# Without node and npm the build goes on, and those tests skip with the reason.
+JS_DIR   := tests/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed
+ifeq ($(and $(shell command -v node 2>/dev/null),$(shell command -v npm 2>/dev/null)),)
+js:
+	@echo "js: node/npm not found; the JavaScript client tests will be skipped" >&2
+else
+js: $(JS_STAMP)
+$(JS_STAMP): $(JS_DIR)/package-lock.json
+	npm ci --prefix $(JS_DIR) --no-audit --no-fund
+	touch $(JS_STAMP)
+endif
+
+test: $(STAMP) lint typecheck peers js
 	$(BIN)/pytest -q
 
 # Load benchmark, Descant then Prosody, side by side (bench/README.md); never part of `test`.
@@ -40,4 +55,4 @@ bench: $(STAMP) peers $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build *.egg-info src/*.egg-info $(JS_DIR)/node_modules
