@@ -63,12 +63,13 @@ class HTTPService:
         self.app.router.add_route(method, path, handler)
 
     async def start(self) -> None:
-        from descant.http import hostmeta, websocket
+        from descant.http import bosh, hostmeta, websocket
 
         cfg = self.server.config.http
         if not (cfg.listen or cfg.tls_listen):
             return
         websocket.install(self)
+        bosh.install(self)
         hostmeta.install(self)
         # No access log: it would name every client and every request at INFO.
         self._runner = runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
