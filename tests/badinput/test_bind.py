@@ -92,3 +92,20 @@ async def test_resource_conflict_newest_wins(server: LiveServer, witness: RawCli
     el = await next_stanza(second)
     assert el.get("id") == "m" and el.findtext("{jabber:client}body") == "to the new one"
     await close_quietly(first, second)
+
+
+async def test_legacy_session_iq_after_bind_is_a_result(server: LiveServer) -> None:
+    """RFC 3921 §3: session establishment follows binding; the features offer it as
+    <optional/>, and a client that still sends it gets a result, not an error."""
+    jid, password = await server.make_user("legacysess")
+    c = await authenticate(server, jid, password)
+    await c.send(bind_iq("b", "old"))
+    assert (await next_stanza(c)).get("type") == "result"
+    session = "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>"
+    await c.send(f"<iq type='set' id='s1'>{session}</iq>")
+    await c.send(f"<iq type='set' id='s2' to='localhost'>{session}</iq>")
+    for ident in ("s1", "s2"):
+        el = await next_stanza(c)
+        assert el.get("id") == ident and el.get("type") == "result", el.attrib
+    await ping(c)
+    await close_quietly(c)

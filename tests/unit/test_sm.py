@@ -61,17 +61,6 @@ def test_queue_bound_is_reported() -> None:
     assert not sm.track(msg(3))
 
 
-def test_one_ack_request_at_a_time() -> None:
-    sm = StreamManagement(limit=10)
-    assert not sm.want_ack()  # nothing to acknowledge
-    sm.track(msg(1))
-    assert sm.want_ack()
-    sm.track(msg(2))
-    assert not sm.want_ack()  # the first request is still out
-    sm.ack(1)
-    assert sm.want_ack()  # msg 2 is still unacknowledged
-
-
 def test_take_unacked_keeps_order_and_stamps() -> None:
     sm = StreamManagement(limit=10)
     sm.track(msg(1))

@@ -81,13 +81,6 @@ class StreamManagement:
         self.acked = h
         self.awaiting = False
 
-    def want_ack(self) -> bool:
-        """Whether to ask for an ack now: something unacknowledged and no request out."""
-        if self.awaiting or not self.queue:
-            return False
-        self.awaiting = True
-        return True
-
     def take_unacked(self) -> list[tuple[ET.Element, float]]:
         out = list(self.queue)
         self.queue.clear()

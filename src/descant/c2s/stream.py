@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from descant.c2s import features
 from descant.c2s.sasl import SCRAM_MECHANISMS, Challenge, Failure, PlainAuth, ScramAuth, Step
 from descant.c2s.session import ClientSession
-from descant.c2s.sm import REQUEST
+from descant.c2s.sm import REQUEST, StreamManagement
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse, prep_resource
 from descant.net.connection import StreamConnection
@@ -56,6 +56,12 @@ if TYPE_CHECKING:
     from descant.server import Server
 
 log = logging.getLogger(__name__)
+
+# Stream management (XEP-0198 §4): unacknowledged stanzas that make the server ask
+# for an ack at once; fewer wait ACK_DELAY seconds. Each request costs the client a
+# reply (over BOSH, a whole HTTP request), so asking after every stanza is too eager.
+ACK_BATCH = 5
+ACK_DELAY = 2.0
 
 
 class State(enum.Enum):
@@ -85,6 +91,7 @@ def nonza_key(el: ET.Element) -> str:
 
 class ClientStream(StreamConnection):
     __slots__ = (
+        "_ack_timer",
         "_deadline",
         "_host",
         "_loop",
@@ -109,6 +116,7 @@ class ClientStream(StreamConnection):
         self._out: list[str] = []  # serialized stanzas not yet written (send, _flush)
         self._loop = asyncio.get_running_loop()
         self._deadline: asyncio.TimerHandle | None = None
+        self._ack_timer: asyncio.TimerHandle | None = None
 
     @property
     def host(self) -> Host:
@@ -159,10 +167,35 @@ class ClientStream(StreamConnection):
             return
         self._out = []
         session = self.session
-        sm = session.sm if session is not None else None
-        if sm is not None and sm.want_ack():
-            out.append(REQUEST)  # XEP-0198 §4: one ack request at a time
+        if session is not None and session.sm is not None and self._ack_due(session.sm):
+            out.append(REQUEST)
         StreamConnection.write_parts(self, out)
+
+    def _ack_due(self, sm: StreamManagement) -> bool:
+        """Whether to ask for an ack now; otherwise a delayed request is armed while
+        anything is unacknowledged. One request is out at a time (XEP-0198 §4)."""
+        if sm.awaiting or not sm.queue:
+            return False
+        if len(sm.queue) >= ACK_BATCH:
+            sm.awaiting = True
+            return True
+        if self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(ACK_DELAY, self._delayed_ack)
+        return False
+
+    def _delayed_ack(self) -> None:
+        self._ack_timer = None
+        session = self.session
+        sm = session.sm if session is not None else None
+        if sm is not None and not self.closing and not sm.awaiting and sm.queue:
+            sm.awaiting = True
+            self.write(REQUEST)
+
+    def request_ack_if_due(self) -> None:
+        """After an ack: ask again for what is still unacknowledged, when due."""
+        session = self.session
+        if session is not None and session.sm is not None and self._ack_due(session.sm):
+            self.write(REQUEST)
 
     def _our_name(self) -> str:
         return self._host.domain if self._host is not None else self.server.default_domain
@@ -188,6 +221,8 @@ class ClientStream(StreamConnection):
     async def _teardown(self) -> None:
         self.state = State.CLOSED
         self._flush()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         session = self.session
         if session is not None:
             session.detach()
@@ -209,6 +244,8 @@ class ClientStream(StreamConnection):
             return
         self.state = State.CLOSED
         self._out.clear()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         await session.hibernate()
         await super()._teardown()
 
@@ -463,7 +500,12 @@ class ClientStream(StreamConnection):
             self._handled(session)
             return
         el.set("from", jid_str)
-        await self.server.router.process(el, session)
+        if el.tag == "iq" and _legacy_session(el, session.host.domain):
+            # RFC 3921 §3 places session establishment after binding; clients that
+            # still send it (strophe.js does whenever <session/> is offered) get a result.
+            session.send(iq_result(el))
+        else:
+            await self.server.router.process(el, session)
         self._handled(session)
 
     @staticmethod
@@ -489,6 +531,15 @@ class ClientStream(StreamConnection):
         except Exception:
             log.exception("%s: error handling %s", self._label(), name)
             return True
+
+
+def _legacy_session(iq: ET.Element, domain: str) -> bool:
+    to = iq.get("to")
+    return (
+        iq.get("type") == "set"
+        and iq[0].tag == "{%s}session" % ns.SESSION
+        and (to is None or to == domain)
+    )
 
 
 def _local_error(el: ET.Element, jid_str: str, err: StanzaError) -> ET.Element:

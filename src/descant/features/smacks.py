@@ -11,8 +11,8 @@ authentication. The counters and the unacknowledged queue live on the session
 - ``<r/>`` is answered ``<a h=…/>`` at once (§4); ``<a h=…/>`` drops what it
   acknowledges from the queue, and acknowledging more than was sent ends the
   stream with <undefined-condition/> and <handled-count-too-high/> (§6); the
-  server asks for acknowledgements itself (c2s/stream.py) with one ``<r/>``
-  out at a time;
+  server asks for acknowledgements itself (c2s/stream.py), one ``<r/>`` out at
+  a time: at once when 5 stanzas are unacknowledged, else after 2 seconds;
 - ``<resume previd h/>`` after authentication, before binding (§5): only a
   session of the same account is found (anyone else's id, a guessed one or an
   expired one answers <item-not-found/>, with the final ``h`` when the session
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from descant.c2s.sm import NS, REQUEST, HandledCountTooHigh, StreamManagement, parse_h
+from descant.c2s.sm import NS, HandledCountTooHigh, StreamManagement, parse_h
 from descant.c2s.stream import NonzaEvent
 from descant.errors import StreamError
 from descant.jid import JID
@@ -100,9 +100,8 @@ class StreamManagementModule(Module):
             sm.ack(h)
         except HandledCountTooHigh as exc:
             raise StreamError("undefined-condition", str(exc), exc.element()) from None
-        if sm.want_ack():
-            # Stanzas sent after our last request are still unacknowledged.
-            ev.stream.write(REQUEST)
+        # Stanzas sent after our last request may still be unacknowledged.
+        ev.stream.request_ack_if_due()
         return True
 
     async def resume(self, ev: NonzaEvent) -> bool:
