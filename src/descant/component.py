@@ -37,6 +37,7 @@ from descant.net.connection import StreamConnection
 from descant.net.tcp import TCPTransport
 from descant.stanza import STANZA_KINDS, error_reply
 from descant.stream.protocol import StreamClosed, StreamOpened
+from descant.tasks import TaskGroup
 from descant.xml import ns
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ class ComponentService:
         self.secrets = dict(server.config.components.secrets)
         self.sessions: dict[str, ComponentSession] = {}
         self._all: set[ComponentSession] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._conns = TaskGroup("component connections", limit=10000)
         self._listeners: list[asyncio.Server] = []
 
     def serves(self, domain: str) -> bool:
@@ -171,13 +172,11 @@ class ComponentService:
             await session.close("system-shutdown")
         for srv in self._listeners:
             await srv.wait_closed()
+        await self._conns.close(1.0)
 
     def _made(self, transport: TCPTransport) -> None:
-        # The session (and so the stream receiving the bytes) exists before any data.
-        session = ComponentSession(self, transport)
-        task = asyncio.get_running_loop().create_task(self._accept(session))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # The session (which receives the bytes) exists before any data arrives.
+        self._conns.spawn(self._accept(ComponentSession(self, transport)))
 
     async def _accept(self, session: ComponentSession) -> None:
         self._all.add(session)

@@ -25,6 +25,7 @@ from descant.c2s.sm import StreamManagement
 from descant.c2s.stream import ClientStream
 from descant.errors import StanzaError
 from descant.jid import JID
+from descant.net.limits import PerAddress
 from descant.net.tcp import TCPTransport
 from descant.tasks import TaskGroup
 
@@ -58,8 +59,9 @@ class ClientManager:
             collections.OrderedDict()
         )
         self.tasks = TaskGroup("c2s")
-        self._conn_tasks: set[asyncio.Task[None]] = set()
-        self._per_ip: collections.Counter[str] = collections.Counter()
+        # One task per TCP connection, bounded by the per-address limit and file limits.
+        self._conns = TaskGroup("c2s connections", limit=1 << 30)
+        self.per_ip = PerAddress(server.config.limits.max_connections_per_ip)
         self._listeners: list[asyncio.Server] = []
         self.stopping = False
 
@@ -89,10 +91,8 @@ class ClientManager:
         return make
 
     def _made(self, transport: TCPTransport) -> None:
-        stream = ClientStream(self.server, transport)
-        task = asyncio.get_running_loop().create_task(self.serve(stream))
-        self._conn_tasks.add(task)
-        task.add_done_callback(self._conn_tasks.discard)
+        # The stream (which receives the bytes) exists before any data arrives.
+        self._conns.spawn(self.serve(ClientStream(self.server, transport)))
 
     async def serve(self, stream: ClientStream) -> None:
         """Run a client stream of any transport to its end, within the limits."""
@@ -100,23 +100,17 @@ class ClientManager:
         if self.stopping:
             await stream.close("system-shutdown")
             return
-        if self._per_ip[ip] >= self.server.config.limits.max_connections_per_ip:
+        if not self.per_ip.admit(ip):
             log.warning("refusing connection from %s: too many connections", ip)
             # Say why (RFC 6120 §4.9.3.17) rather than drop the connection silently.
             await stream.close("policy-violation", "too many connections from your address")
             return
-        self._per_ip[ip] += 1
         self.streams.add(stream)
         try:
             await stream.run()
         finally:
             self.streams.discard(stream)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
-
-    def connections_from(self, ip: str) -> int:
-        return self._per_ip.get(ip, 0)
+            self.per_ip.release(ip)
 
     async def stop(self) -> None:
         """End every stream with <system-shutdown/> and every session, hibernated too."""
@@ -128,8 +122,7 @@ class ClientManager:
             await stream.close("system-shutdown")
         for session in list(self.hibernated):
             await session.end()
-        if self._conn_tasks:
-            await asyncio.wait(list(self._conn_tasks), timeout=2.0)
+        await self._conns.wait(2.0)
         # A TLS peer that never answers close_notify would keep its socket open.
         await asyncio.sleep(0.05 if streams else 0)
         for stream in streams:
@@ -137,6 +130,7 @@ class ClientManager:
         for srv in self._listeners:
             await srv.wait_closed()
         await self.tasks.close(2.0)
+        await self._conns.close()
 
     # -- stream resumption (XEP-0198 §5) --------------------------------------------------
 

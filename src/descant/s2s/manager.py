@@ -17,7 +17,6 @@ without certificate checks, identity proven by dialback (the default);
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import secrets
 import ssl
@@ -27,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 from descant.errors import StanzaError
 from descant.jid import JID
 from descant.net import tls
+from descant.net.limits import PerAddress
 from descant.net.tcp import TCPTransport
 from descant.s2s.outgoing import OutgoingSession
 from descant.s2s.session import IncomingSession
+from descant.tasks import TaskGroup
 
 if TYPE_CHECKING:
     from descant.server import Server
@@ -50,7 +51,9 @@ class S2SManager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.stopping = False
-        self._per_ip: collections.Counter[str] = collections.Counter()
+        # One task per incoming connection, bounded by the per-address limit.
+        self._conns = TaskGroup("s2s connections", limit=1 << 30)
+        self.per_ip = PerAddress(server.config.limits.max_connections_per_ip)
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -84,30 +87,25 @@ class S2SManager:
             await srv.wait_closed()
         for task in list(self._tasks):
             task.cancel()
+        await self._conns.close(1.0)
 
     def _made(self, transport: TCPTransport) -> None:
-        # The session (and so the stream receiving the bytes) exists before any data.
-        session = IncomingSession(self, transport)
-        task = asyncio.get_running_loop().create_task(self._accept(session))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # The session (which receives the bytes) exists before any data arrives.
+        self._conns.spawn(self._accept(IncomingSession(self, transport)))
 
     async def _accept(self, session: IncomingSession) -> None:
         ip = session.transport.ip
-        if self._per_ip[ip] >= self.server.config.limits.max_connections_per_ip:
+        if not self.per_ip.admit(ip):
             log.warning("refusing s2s connection from %s: too many connections", ip)
             session.write(session.header(self.server.default_domain, None))
             await session.close("policy-violation", "too many connections from your address")
             return
-        self._per_ip[ip] += 1
         self.incoming.add(session)
         try:
             await session.run()
         finally:
             self.incoming.discard(session)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
+            self.per_ip.release(ip)
 
     # -- routing -----------------------------------------------------------------------
 
