@@ -1,6 +1,7 @@
 """``make bench``: every scenario against Descant, then Prosody; a side-by-side table.
 
     python -m bench.run [--servers descant,prosody] [--quick] [--out FILE]
+                        [--only SCENARIOS | --skip SCENARIOS]
 
 Writes bench/results/YYYY-MM-DD.md (both figures, the ratio Descant/Prosody, the
 machine) and prints one JSON line and one Markdown row per scenario and server.
@@ -27,19 +28,51 @@ from bench.worker import Pool
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# The scenarios, in the order they run; --only and --skip take these names.
+SCENARIOS = (
+    "idle",
+    "hibernated",
+    "chat",
+    "chat-ws",
+    "chat-sm",
+    "presence",
+    "presence-csi",
+    "muc",
+    "login-scram",
+)
+
 # (scenario, metric, unit, better): the figures compared in the results table.
 METRICS = [
     ("idle-{n}", "cpu_ms_per_login", "ms CPU per PLAIN login", "lower"),
     ("idle-{n}", "login_rate_per_s", "logins/s", "higher"),
     ("idle-{n}", "rss_kib_per_session", "KiB RSS per idle session", "lower"),
     ("idle-{n}", "pss_kib_per_session", "KiB PSS per idle session", "lower"),
+    ("hibernated-{h}", "rss_kib_per_session", "KiB RSS per hibernated session", "lower"),
+    ("hibernated-{h}", "pss_kib_per_session", "KiB PSS per hibernated session", "lower"),
+    ("hibernated-{h}", "cpu_ms_per_session", "ms CPU per session: login, SM, drop", "lower"),
     ("chat-saturation", "msgs_per_s", "delivered msgs/s at saturation", "higher"),
     ("chat-saturation", "cpu_us_per_msg", "µs CPU per delivered message", "lower"),
     ("chat-{rate}", "latency_p50_ms", "latency p50 (ms)", "lower"),
     ("chat-{rate}", "latency_p99_ms", "latency p99 (ms)", "lower"),
     ("chat-{rate}", "cpu_us_per_msg", "µs CPU per delivered message", "lower"),
+    ("chat-ws", "msgs_per_s", "delivered msgs/s at saturation, WebSocket", "higher"),
+    ("chat-ws", "cpu_us_per_msg", "µs CPU per delivered message, WebSocket", "lower"),
+    ("chat-sm", "msgs_per_s", "delivered msgs/s at saturation, stream management", "higher"),
+    ("chat-sm", "cpu_us_per_msg", "µs CPU per delivered message, stream management", "lower"),
+    ("chat-sm", "ratio_to_plain", "CPU per message, SM / without SM (same process)", "lower"),
+    ("chat-sm", "ratio_to_chat_saturation", "CPU per message, SM / chat-saturation", "lower"),
     ("presence", "delivered_per_s", "delivered presences/s", "higher"),
     ("presence", "cpu_us_per_presence", "µs CPU per delivered presence", "lower"),
+    ("presence", "cpu_us_per_change", "µs CPU per presence change", "lower"),
+    ("presence-csi", "cpu_us_per_change_active", "µs CPU per change, fixed rate, active", "lower"),
+    ("presence-csi", "cpu_us_per_change", "µs CPU per change, fixed rate, inactive", "lower"),
+    (
+        "presence-csi",
+        "presences_per_change_active",
+        "presences to clients per change, active",
+        "lower",
+    ),
+    ("presence-csi", "presences_per_change", "presences to clients per change, inactive", "lower"),
     ("muc", "cpu_us_per_stanza", "µs CPU per delivered groupchat", "lower"),
     ("login-scram", "logins_per_s", "SCRAM-SHA-256+TLS logins/s", "higher"),
     ("login-scram", "cpu_ms_per_login", "ms CPU per SCRAM login", "lower"),
@@ -82,12 +115,27 @@ def run_server(
 
     def fresh(fn: Callable[[Pool], None]) -> None:
         srv.start()
-        pool = Pool(args.workers, "127.0.0.1", srv.port, DOMAIN, PASSWORD)
+        pool = Pool(args.workers, "127.0.0.1", srv.port, DOMAIN, PASSWORD, srv.http_port)
         try:
             fn(pool)
         finally:
             pool.stop()
             srv.stop()
+
+    def guarded(name: str, fn: Callable[[Pool], list[dict[str, Any]]]) -> Callable[[Pool], None]:
+        """A scenario whose failure (a feature the server lacks or refuses) is a
+        skipped row with the reason, not the end of the run."""
+
+        def run(pool: Pool) -> None:
+            try:
+                out = fn(pool)
+            except RuntimeError as exc:
+                emit({"scenario": name, "skipped": f"failed: {exc}"[:300]})
+                return
+            for res in out:
+                emit(res)
+
+        return run
 
     def idle(pool: Pool) -> None:
         for res in scenarios.idle(srv, pool, args.idle):
@@ -103,14 +151,54 @@ def run_server(
         except RuntimeError as exc:
             emit({"scenario": "muc", "skipped": f"failed: {exc}"[:300]})
 
+    def hibernated(pool: Pool) -> list[dict[str, Any]]:
+        out = scenarios.hibernated(srv, pool, args.hibernated)
+        idles = {r["scenario"]: r for r in results if r["scenario"].startswith("idle-")}
+        for res in out:  # the live figure beside it: idle-N of this run, if it ran
+            live = idles.get(f"idle-{res['hibernated']}")
+            if live is not None:
+                res["idle_rss_kib_per_session"] = live["rss_kib_per_session"]
+                res["idle_pss_kib_per_session"] = live["pss_kib_per_session"]
+        return out
+
+    def chat_sm(pool: Pool) -> list[dict[str, Any]]:
+        res = scenarios.chat_sm(srv, pool, args.pairs, args.duration, 16)
+        plain = next((r for r in results if r["scenario"] == "chat-saturation"), None)
+        if plain is not None:  # the chat scenario of this run, another process
+            res["ratio_to_chat_saturation"] = res["cpu_us_per_msg"] / plain["cpu_us_per_msg"]
+        return [res]
+
     if "idle" not in args.skip:
         fresh(idle)
+    if "hibernated" not in args.skip:
+        fresh(guarded("hibernated", hibernated))
     if "chat" not in args.skip:
         fresh(chat)
+    if "chat-ws" not in args.skip:
+        fresh(
+            guarded(
+                "chat-ws",
+                lambda pool: [scenarios.chat_ws(srv, pool, args.pairs, args.duration, 16)],
+            )
+        )
+    if "chat-sm" not in args.skip:
+        fresh(guarded("chat-sm", chat_sm))
     if "presence" not in args.skip:
         fresh(lambda pool: emit(scenarios.presence(srv, pool, args.cliques, args.duration)))
+    if "presence-csi" not in args.skip:
+        fresh(
+            guarded(
+                "presence-csi",
+                lambda pool: [
+                    scenarios.presence_csi(
+                        srv, pool, args.cliques, args.duration, args.presence_rate
+                    )
+                ],
+            )
+        )
     if "muc" in args.skip:
-        emit({"scenario": "muc", "skipped": "skipped (--skip muc)"})
+        if not args.only:
+            emit({"scenario": "muc", "skipped": "skipped (--skip muc)"})
     elif not srv.supports_muc():
         emit({"scenario": "muc", "skipped": f"{srv.name} has no MUC yet"})
     else:
@@ -128,23 +216,31 @@ def table(all_results: dict[str, list[dict[str, Any]]], args: argparse.Namespace
         "|---|---|---:|---:|---:|---|",
     ]
     for scen, key, label, better in METRICS:
-        names = (
-            [scen.format(n=n, rate=int(args.rate)) for n in args.idle]
-            if "{n}" in scen
-            else [scen.format(rate=int(args.rate))]
-        )
+        if "{n}" in scen:
+            names = [scen.format(n=n) for n in args.idle]
+        elif "{h}" in scen:
+            names = [scen.format(h=h) for h in args.hibernated]
+        else:
+            names = [scen.format(rate=int(args.rate))]
+        family = scen.split("-{")[0]  # the row of a scenario that failed as a whole
         for name in names:
-            dv, pv = d.get(name, {}).get(key), p.get(name, {}).get(key)
+            dr, pr = d.get(name) or d.get(family) or {}, p.get(name) or p.get(family) or {}
+            dv, pv = dr.get(key), pr.get(key)
+            notes = [
+                f"{n}: {r['skipped']}"
+                for n, r in (("Descant", dr), ("Prosody", pr))
+                if r.get("skipped")
+            ]
             if dv is None and pv is None:
-                note = d.get(name, {}).get("skipped") or p.get(name, {}).get("skipped")
-                if note:
-                    lines.append(f"| {name} | {label} | – | – | – | {note} |")
+                if notes:
+                    lines.append(f"| {name} | {label} | – | – | – | {'; '.join(notes)} |")
                 continue
             ratio = (dv / pv) if isinstance(dv, float) and isinstance(pv, float) and pv else None
             lines.append(
                 f"| {name} | {label} | {_fmt(dv) if dv is not None else '–'} | "
                 f"{_fmt(pv) if pv is not None else '–'} | "
-                f"{f'{ratio:.2f}' if ratio is not None else '–'} | {better} |"
+                f"{f'{ratio:.2f}' if ratio is not None else '–'} | "
+                f"{'; '.join([better, *notes])} |"
             )
     return lines
 
@@ -166,8 +262,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="load-generator processes")
     ap.add_argument("--occupants", type=int, default=100, help="muc: occupants of the room")
     ap.add_argument(
-        "--skip", default="", help="scenarios to skip: idle,chat,presence,muc,login-scram"
+        "--hibernated",
+        default="1000,5000",
+        help="session counts for the hibernated scenario, cumulative",
     )
+    ap.add_argument(
+        "--presence-rate",
+        type=float,
+        default=300.0,
+        help="presence-csi: presence changes/s offered (both servers must keep up)",
+    )
+    ap.add_argument("--skip", default="", help="scenarios to skip: " + ",".join(SCENARIOS))
+    ap.add_argument("--only", default="", help="scenarios to run, none other (e.g. --only chat-ws)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to try the rig")
     ap.add_argument("--out", default=None, help="results file (default results/DATE.md)")
     args = ap.parse_args(argv)
@@ -177,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [most if x == "max" else int(x) for x in args.idle.split(",")]
     args.idle = sorted({n for n in sizes if 0 < n <= most}) or [max(most, 100)]
     args.skip = set(args.skip.split(",")) if args.skip else set()
+    if args.only:
+        args.skip |= set(SCENARIOS) - set(args.only.split(","))
+    unknown = (args.skip | set(args.only.split(",") if args.only else [])) - set(SCENARIOS)
+    if unknown:
+        ap.error(f"unknown scenarios {sorted(unknown)}; they are: {','.join(SCENARIOS)}")
+    args.hibernated = sorted({int(x) for x in args.hibernated.split(",")})
     if args.quick:
         (args.idle, args.pairs, args.duration, args.cliques, args.scram, args.occupants) = (
             [200, 500],
@@ -186,18 +298,20 @@ def main(argv: list[str] | None = None) -> int:
             50,
             30,
         )
+        args.hibernated = [200, 500]
     if len(args.idle) < len(sizes):
         print(f"# open-file limit {nofile}: idle sizes capped at {most}", file=sys.stderr)
     if not shutil.which("prosody") and "prosody" in args.servers:
         print("# prosody not installed (make peers): running Descant only", file=sys.stderr)
         args.servers = "descant"
 
-    n_users = max([*args.idle, 2 * args.pairs, args.scram, args.occupants])
+    n_users = max([*args.idle, *args.hibernated, 2 * args.pairs, args.scram, args.occupants])
     users = [f"u{i}" for i in range(n_users)]
     rosters = scenarios.presence_rosters(args.cliques)
     users += list(rosters)
     started = datetime.datetime.now(datetime.UTC)
     all_results: dict[str, list[dict[str, Any]]] = {}
+    modules: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="descant-bench-") as tmp:
         work = Path(tmp)
         from descant.net import tls
@@ -205,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         cert = tls.ensure_certificate([DOMAIN], str(work / "certs"), "", "")
         for name in args.servers.split(","):
             srv: Server = Descant(work) if name == "descant" else Prosody(work, cert)
+            modules[srv.name] = srv.modules()
             all_results[srv.name] = run_server(srv, args, (users, rosters))
     lines = table(all_results, args)
     print("\n".join(lines))
@@ -215,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = RESULTS / f"{started:%Y-%m-%d}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report(started, args, all_results, lines))
+    out.write_text(report(started, args, all_results, lines, modules))
     print(f"# written {out}", file=sys.stderr)
     return 0
 
@@ -225,6 +340,7 @@ def report(
     args: argparse.Namespace,
     all_results: dict[str, list[dict[str, Any]]],
     lines: list[str],
+    modules: dict[str, str],
 ) -> str:
     info = machine_info()
     parts = [
@@ -243,9 +359,16 @@ def report(
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        f"Settings: idle {args.idle}, {args.pairs} chat pairs, {args.duration:g}s phases, "
-        f"latency at {args.rate:g} msg/s, presence {args.cliques}×51 users, "
+        f"Settings: idle {args.idle}, hibernated {args.hibernated}, {args.pairs} chat pairs, "
+        f"{args.duration:g}s phases, latency at {args.rate:g} msg/s, presence "
+        f"{args.cliques}×51 users (presence-csi at {args.presence_rate:g} changes/s), "
         f"{args.scram} SCRAM logins, {args.workers} load-generator processes.",
+        "",
+        "## Modules loaded",
+        "",
+        "| Server | Modules |",
+        "|---|---|",
+        *[f"| {name} | {text} |" for name, text in modules.items()],
         "",
         "## Raw results (one JSON line per scenario and server)",
         "",

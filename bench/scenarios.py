@@ -25,6 +25,33 @@ def _quiet(pool: Pool) -> None:
     pool.all("quiet", 1.0, 30.0)
 
 
+def _cpu_quiet(server: Server, limit: float = 60.0) -> float | None:
+    """Wait until the server process has used at most 2% of a core for a second
+    (at most ``limit`` s): what it was handling is done, even what the clients
+    cannot see (held presence, hibernating sessions). Returns the CPU seconds of
+    that quiet second (to leave out of a measure), None if it never came."""
+    deadline = time.monotonic() + limit
+    last = server.cpu()
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = server.cpu()
+        if now - last <= 0.02:
+            return now - last
+        last = now
+    return None
+
+
+def _login(pool: Pool, per_worker: list[list[str]], mode: str) -> float:
+    """Log in each worker's users (``mode``: worker.MODES), all kept and available;
+    any failure stops the scenario. Returns the slowest worker's time."""
+    res = pool.call([("login", part, mode, LOGIN_CONCURRENCY, True, True) for part in per_worker])
+    failed = sum(r["n_failed"] for r in res)
+    if failed:
+        example = next(r["failed"] for r in res if r["failed"])
+        raise RuntimeError(f"{failed} {mode} logins failed, e.g. {example}")
+    return float(max(r["elapsed"] for r in res))
+
+
 class Meter:
     """Server and load-generator CPU over a phase."""
 
@@ -113,20 +140,10 @@ def chat(
         ]
     )
     _quiet(pool)
-    m = Meter(server, pool)
-    res = pool.call([("chat_saturate", part, duration, window) for part in parts])
-    cpu, gen, _ = m.done()
-    received = sum(r["received"] for r in res)
-    in_window = sum(r["received_in_window"] for r in res)
-    elapsed = max(r["elapsed"] for r in res)
     sat = {
         "scenario": "chat-saturation",
         "pairs": pairs_n,
-        "sent": sum(r["sent"] for r in res),
-        "delivered": received,
-        "msgs_per_s": in_window / elapsed,
-        "cpu_us_per_msg": cpu * 1e6 / max(received, 1),
-        "generator_cpu_s": gen,
+        **_saturate(server, pool, parts, duration, window),
     }
     m = Meter(server, pool)
     res = pool.call([("chat_rate", part, rate / len(pool), duration) for part in parts])
@@ -150,6 +167,146 @@ def chat(
     }
     pool.all("close")
     return [sat, fixed]
+
+
+def _saturate(
+    server: Server,
+    pool: Pool,
+    parts: list[list[tuple[str, str]]],
+    duration: float,
+    window: int,
+    batch: int = 1,
+) -> dict[str, Any]:
+    """One closed-loop saturation phase over logged-in pairs (``batch``: messages per
+    ``<r/>`` with stream management, 1 without): rate and server CPU per message.
+    Each direction first sends one message, outside the measure (worker.cmd_chat_prime)."""
+    res = pool.call([("chat_prime", part) for part in parts])
+    primed, dirs = sum(r["primed"] for r in res), sum(r["directions"] for r in res)
+    if primed < dirs:
+        raise RuntimeError(f"only {primed} of {dirs} directions delivered a first message")
+    _quiet(pool)
+    m = Meter(server, pool)
+    res = pool.call([("chat_saturate", part, duration, window, batch) for part in parts])
+    cpu, gen, _ = m.done()
+    received = sum(r["received"] for r in res)
+    in_window = sum(r["received_in_window"] for r in res)
+    elapsed = max(r["elapsed"] for r in res)
+    out: dict[str, Any] = {
+        "sent": sum(r["sent"] for r in res),
+        "delivered": received,
+        "msgs_per_s": in_window / elapsed,
+        "cpu_us_per_msg": cpu * 1e6 / max(received, 1),
+        "generator_cpu_s": gen,
+    }
+    if batch > 1:
+        out["acks_sent"] = sum(r["acks_sent"] for r in res)
+    return out
+
+
+def _pair_parts(pool: Pool, pairs_n: int) -> tuple[list[list[tuple[str, str]]], list[list[str]]]:
+    """The chat pairs per worker, and the users per worker (both ends of a pair are
+    on the same worker, which counts what the receiver got)."""
+    pairs = [(f"u{2 * k}", f"u{2 * k + 1}") for k in range(pairs_n)]
+    parts = split(pairs, len(pool))
+    return parts, [[u for p in part for u in p] for part in parts]
+
+
+def chat_ws(
+    server: Server, pool: Pool, pairs_n: int, duration: float, window: int
+) -> dict[str, Any]:
+    """The saturation phase of ``chat`` with every client on WebSocket (RFC 7395)."""
+    parts, users = _pair_parts(pool, pairs_n)
+    _login(pool, users, "ws")
+    _quiet(pool)
+    sat = _saturate(server, pool, parts, duration, window)
+    pool.all("close")
+    return {"scenario": "chat-ws", "pairs": pairs_n, **sat}
+
+
+SM_BATCH = 5  # chat-sm: a client sends <r/> after every SM_BATCH messages
+
+
+def chat_sm(
+    server: Server, pool: Pool, pairs_n: int, duration: float, window: int
+) -> dict[str, Any]:
+    """The saturation phase of ``chat`` with stream management on every connection,
+    against the same phase without it in the same server process (a reference
+    minutes apart would carry the machine's drift, ±25% here)."""
+    parts, users = _pair_parts(pool, pairs_n)
+    _login(pool, users, "plain")
+    _quiet(pool)
+    _saturate(server, pool, parts, min(duration, 1.0), window)  # warm-up, not measured
+    _quiet(pool)
+    plain = _saturate(server, pool, parts, duration, window)
+    pool.all("close")
+    _login(pool, users, "sm")
+    _quiet(pool)
+    sm = _saturate(server, pool, parts, duration, window, SM_BATCH)
+    pool.all("close")
+    return {
+        "scenario": "chat-sm",
+        "pairs": pairs_n,
+        **sm,
+        "msgs_per_s_plain": plain["msgs_per_s"],
+        "cpu_us_per_msg_plain": plain["cpu_us_per_msg"],
+        "ratio_to_plain": sm["cpu_us_per_msg"] / plain["cpu_us_per_msg"],
+    }
+
+
+HIBERNATE_ROUND = 200  # hibernated: sessions logged in, then dropped, at a time
+
+
+def hibernated(
+    server: Server, pool: Pool, steps: list[int], check: int = 5
+) -> list[dict[str, Any]]:
+    """N sessions with stream management and resumption whose connections are
+    dropped (no close), so that each hibernates: memory per hibernated session.
+
+    Cumulative like ``idle``. Sessions are made to hibernate in rounds of
+    HIBERNATE_ROUND: log in (PLAIN, ``<enable resume='true'/>``, initial presence),
+    acknowledge everything so that no session holds a queue, abort every
+    connection. What the connections of one round release (transport, parser,
+    buffers) is reused by the next round, so the process's high-water mark holds
+    the hibernated sessions and one round of live ones, not N live sessions.
+    After each step the server's CPU must be quiet before memory is read. At the
+    end ``check`` sessions per worker are resumed, to show the server held them."""
+    login_plain(pool, [f"u{i}" for i in range(20)])  # warm-up, as in idle
+    pool.all("close")
+    time.sleep(1.0)
+    base_rss, base_pss = server.memory()
+    out: list[dict[str, Any]] = []
+    have = 0
+    for n in steps:
+        m = Meter(server, pool)
+        for start in range(have, n, HIBERNATE_ROUND):
+            users = [f"u{i}" for i in range(start, min(start + HIBERNATE_ROUND, n))]
+            _login(pool, split(users, len(pool)), "sm")
+            pool.all("sm_settle")
+            pool.all("abort")
+        quiet = _cpu_quiet(server) is not None
+        cpu, gen, _ = m.done()
+        time.sleep(1.0)
+        rss, pss = server.memory()
+        out.append(
+            {
+                "scenario": f"hibernated-{n}",
+                "hibernated": n,
+                "cpu_ms_per_session": cpu * 1000 / (n - have),
+                "rss_kib_per_session": (rss - base_rss) / n,
+                "pss_kib_per_session": (pss - base_pss) / n,
+                "rss_mib": rss / 1024,
+                "cpu_quiet": quiet,
+                "generator_cpu_s": gen,
+            }
+        )
+        have = n
+    res = pool.all("resume_check", check)
+    tried, resumed = sum(r["tried"] for r in res), sum(r["resumed"] for r in res)
+    out[-1]["resume_check"] = f"{resumed}/{tried}"
+    if resumed < tried:
+        raise RuntimeError(f"only {resumed} of {tried} hibernated sessions could be resumed")
+    pool.all("close")
+    return out
 
 
 def presence_rosters(cliques: int) -> dict[str, list[str]]:
@@ -185,7 +342,62 @@ def presence(server: Server, pool: Pool, cliques: int, duration: float) -> dict[
         "delivered": received,
         "delivered_per_s": received / elapsed,
         "cpu_us_per_presence": cpu * 1e6 / max(received, 1),
+        "cpu_us_per_change": cpu * 1e6 / max(changes, 1),
+        "presences_per_change": received / max(changes, 1),
         "generator_cpu_s": gen,
+    }
+
+
+def presence_csi(
+    server: Server, pool: Pool, cliques: int, duration: float, rate: float
+) -> dict[str, Any]:
+    """The users of ``presence`` change presence at a fixed rate, first all active,
+    then all inactive (XEP-0352 ``<inactive/>``): server CPU per change and the
+    presences written to the clients, in both states.
+
+    Open loop at ``rate`` changes/s (both phases, so the two compare): inactive
+    clients receive (almost) nothing, which leaves a closed loop nothing to pace
+    itself on. Each phase ends when the server's CPU is quiet."""
+    groups = [[f"p{c * CLIQUE + k}" for k in range(CLIQUE)] for c in range(cliques)]
+    parts = [[u for g in groups[w :: len(pool)] for u in g] for w in range(len(pool))]
+    _login(pool, parts, "plain")
+    _quiet(pool)
+    stanzas = [b"<presence><show>away</show></presence>", b"<presence/>"]
+
+    def phase() -> tuple[int, int, float, float]:
+        m = Meter(server, pool)
+        res = pool.call(
+            [
+                ("fanout_rate", part, stanzas, b"<presence", rate / len(pool), duration)
+                for part in parts
+            ]
+        )
+        idle = _cpu_quiet(server, 30.0)
+        cpu, gen, _ = m.done()
+        cpu -= idle or 0.0
+        return sum(r["sent"] for r in res), sum(r["received"] for r in res), cpu, gen
+
+    sent_a, recv_a, cpu_a, gen_a = phase()
+    _quiet(pool)
+    pool.all("inactive")
+    _quiet(pool)
+    sent, recv, cpu, gen = phase()
+    pool.all("close")
+    return {
+        "scenario": "presence-csi",
+        "users": cliques * CLIQUE,
+        "contacts": CLIQUE - 1,
+        "rate_per_s": rate,
+        "changes": sent,
+        "presences_received": recv,
+        "presences_per_change": recv / max(sent, 1),
+        "cpu_us_per_change": cpu * 1e6 / max(sent, 1),
+        "changes_active": sent_a,
+        "presences_received_active": recv_a,
+        "presences_per_change_active": recv_a / max(sent_a, 1),
+        "cpu_us_per_change_active": cpu_a * 1e6 / max(sent_a, 1),
+        "cpu_ratio_to_active": (cpu / max(sent, 1)) / max(cpu_a / max(sent_a, 1), 1e-12),
+        "generator_cpu_s": gen + gen_a,
     }
 
 

@@ -66,6 +66,7 @@ class Server:
         self.dir = workdir / self.name.lower()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.http_port = free_port()  # XMPP over WebSocket (RFC 7395) at /xmpp-websocket
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "server.log"
 
@@ -83,6 +84,10 @@ class Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def modules(self) -> str:
+        """What the server loads, as the results file states it."""
+        raise NotImplementedError
+
     def start(self) -> None:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
@@ -93,6 +98,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
             )
         _wait_port(self.port, self.proc, self.log)
+        _wait_port(self.http_port, self.proc, self.log)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -133,7 +139,7 @@ allow_plain_without_tls = true
 listen = []
 
 [http]
-listen = []
+listen = ["127.0.0.1:{self.http_port}"]
 
 [storage]
 url = "sqlite:///{self.db}"
@@ -149,6 +155,16 @@ level = "warning"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "descant", "--config", str(self.config), "serve"]
+
+    def modules(self) -> str:
+        from descant.features import DEFAULT_MODULES
+
+        names = ", ".join(m.name for m in DEFAULT_MODULES)
+        muc = " and its MUC service" if self.supports_muc() else ""
+        return (
+            f"default modules ({names}){muc}; HTTP listener with WebSocket, BOSH and "
+            "host-meta; c2s.resume_timeout 300 s (default)"
+        )
 
     def prepare(self, users: list[str], rosters: dict[str, list[str]]) -> None:
         asyncio.run(self._prepare(users, rosters))
@@ -186,6 +202,20 @@ def _lua(s: str) -> str:
 
 class Prosody(Server):
     name = "Prosody"
+    # Presence, message and iq are built in; mod_http comes with websocket; csi_simple
+    # brings mod_csi.
+    MODULES = (
+        "roster",
+        "saslauth",
+        "tls",
+        "disco",
+        "ping",
+        "offline",
+        "posix",
+        "websocket",
+        "smacks",
+        "csi_simple",
+    )
 
     def __init__(self, workdir: Path, cert: tuple[str, str]) -> None:
         super().__init__(workdir)
@@ -196,6 +226,7 @@ class Prosody(Server):
         shutil.copy(cert[0], crt)
         shutil.copy(cert[1], key)
         os.chmod(key, 0o600)
+        enabled = ", ".join(_lua(m) for m in self.MODULES)
         self.config.write_text(
             f"""-- Written by bench/servers.py: plain TCP and PLAIN for load (never in production).
 run_as_root = true
@@ -203,13 +234,17 @@ pidfile = "{self.dir}/prosody.pid"
 data_path = "{self.data}"
 network_backend = "event"
 log = {{ warn = "{self.dir}/prosody.log" }}
-modules_enabled = {{ "roster", "saslauth", "tls", "disco", "ping", "offline", "posix" }}
+modules_enabled = {{ {enabled} }}
 modules_disabled = {{ "s2s" }}
 c2s_ports = {{ {self.port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
-http_ports = {{ }}
+http_ports = {{ {self.http_port} }}
+http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{ }}
+consider_websocket_secure = true
+cross_domain_websocket = true
+smacks_hibernation_time = 600
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
@@ -225,6 +260,15 @@ Component "conference.{DOMAIN}" "muc"
 
     def command(self) -> list[str]:
         return ["prosody", "--config", str(self.config), "-F"]
+
+    def modules(self) -> str:
+        return (
+            "modules_enabled = {"
+            + ", ".join(self.MODULES)
+            + "} (+ built-in presence, message, iq; mod_http for websocket, mod_csi for "
+            "csi_simple) and a muc component at conference.localhost; "
+            "smacks_hibernation_time 600 s"
+        )
 
     def prepare(self, users: list[str], rosters: dict[str, list[str]]) -> None:
         host = self.data / DOMAIN  # "localhost" needs no %-encoding

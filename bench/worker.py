@@ -12,18 +12,26 @@ import multiprocessing.connection as mpc
 import time
 from typing import Any
 
-from bench.client import Conn, Login
+from bench.client import JC, SM_ANSWER, SM_REQUEST, Conn, Login
 from bench.proc import cpu_seconds, raise_nofile
+
+# Login modes: PLAIN over TCP, PLAIN over WebSocket, PLAIN over TCP with stream
+# management (resumption on), SCRAM-SHA-256 after STARTTLS.
+MODES = ("plain", "ws", "sm", "scram")
 
 
 class Worker:
-    def __init__(self, pipe: mpc.Connection, host: str, port: int, domain: str, pw: str) -> None:
+    def __init__(
+        self, pipe: mpc.Connection, host: str, port: int, domain: str, pw: str, http_port: int
+    ) -> None:
         self.pipe = pipe
-        self.login = Login(host, port, domain, pw)
+        self.login = Login(host, port, domain, pw, http_port)
         self.domain = domain
         self.conns: dict[str, Conn] = {}
         self.progress = asyncio.Event()
         self._pending_close: list[Conn] = []
+        # Sessions left to hibernate: (user, SM-ID, h at the time of the abort).
+        self.hibernated: list[tuple[str, str, int]] = []
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -55,23 +63,27 @@ class Worker:
     async def cmd_login(
         self, users: list[str], mode: str, concurrency: int, presence: bool, keep: bool
     ) -> dict[str, Any]:
-        """Log users in, ``concurrency`` at a time. PLAIN sessions stay open (available
-        if ``presence``); SCRAM ones too if ``keep``, else until ``close_pending``."""
+        """Log users in, ``concurrency`` at a time (``mode``: one of MODES). PLAIN
+        sessions stay open (available if ``presence``); SCRAM ones too if ``keep``,
+        else until ``close_pending``."""
+        if mode not in MODES:
+            raise ValueError(f"login mode {mode!r}")
         sem = asyncio.Semaphore(concurrency)
         failures: list[str] = []
-        pres = b"<presence/>" if presence else None
+        ws, sm = mode == "ws", mode == "sm"
+        pres = (b"<presence%s/>" % (JC if ws else b"")) if presence else None
 
         async def one(user: str) -> None:
             async with sem:
                 try:
-                    if mode == "plain":
-                        conn = await self.login.plain(user, "bench", pres, self.progress)
-                    else:
+                    if mode == "scram":
                         conn = await self.login.scram(user, "bench")
+                    else:
+                        conn = await self.login.plain(user, "bench", pres, self.progress, ws, sm)
                 except Exception as exc:
                     failures.append(f"{user}: {type(exc).__name__} {exc}")
                     return
-                if mode == "plain" or keep:
+                if mode != "scram" or keep:
                     self.conns[user] = conn
                 else:
                     self._pending_close.append(conn)
@@ -112,34 +124,58 @@ class Worker:
     # -- chat ---------------------------------------------------------------------------
 
     def _pairs(self, pairs: list[tuple[str, str]]) -> list[tuple[Conn, Conn, bytes]]:
-        """(sender, receiver, pre-serialised message) for both directions of each pair."""
+        """(sender, receiver, pre-serialised message as it goes on the wire: one
+        masked frame over WebSocket) for both directions of each pair."""
         dirs = []
         body = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod."
         for a, b in pairs:
             for frm, to in ((a, b), (b, a)):
+                tx = self.conns[frm]
+                ns = " xmlns='jabber:client'" if tx.ws else ""
                 msg = (
-                    f"<message to='{to}@{self.domain}' type='chat' id='m'>"
+                    f"<message{ns} to='{to}@{self.domain}' type='chat' id='m'>"
                     f"<body>{body}</body></message>"
                 ).encode()
-                dirs.append((self.conns[frm], self.conns[to], msg))
+                dirs.append((tx, self.conns[to], tx.pack(msg)))
         return dirs
 
-    async def cmd_chat_saturate(
-        self, pairs: list[tuple[str, str]], duration: float, window: int
-    ) -> dict[str, Any]:
-        """Closed loop: each direction keeps ``window`` messages in flight."""
+    async def cmd_chat_prime(self, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+        """One message per direction, then wait (at most 30 s) until each has arrived.
+
+        The first stanza a session sends or receives makes the server load per-user
+        state from storage (Descant: the block list), which belongs to no steady
+        state. With stream management it also stalls the sender's input, acks
+        included, while its partner floods it: the unacknowledged queue overflows
+        and the server ends the session."""
         dirs = self._pairs(pairs)
+        for _, rx, _ in dirs:
+            rx.start_counting(b"</message>")
+        for tx, _, msg in dirs:
+            tx.write(msg)
+        await self._drain(lambda: all(rx.count >= 1 for _, rx, _ in dirs), 30)
+        return {"primed": sum(rx.count >= 1 for _, rx, _ in dirs), "directions": len(dirs)}
+
+    async def cmd_chat_saturate(
+        self, pairs: list[tuple[str, str]], duration: float, window: int, batch: int = 1
+    ) -> dict[str, Any]:
+        """Closed loop: each direction keeps ``window`` messages in flight. With
+        ``batch`` > 1 (stream management), messages leave in pre-serialised batches of
+        ``batch`` followed by an ack request ``<r/>``."""
+        dirs = self._pairs(pairs)
+        if batch > 1:
+            dirs = [(tx, rx, msg * batch + SM_REQUEST) for tx, rx, msg in dirs]
         for _, rx, _ in dirs:
             rx.start_counting(b"</message>")
         sent = [0] * len(dirs)
         t0 = time.monotonic()
         end = t0 + duration
         while time.monotonic() < end:
-            for i, (tx, rx, msg) in enumerate(dirs):
+            for i, (tx, rx, unit) in enumerate(dirs):
                 room = window - (sent[i] - rx.count)
                 if room > window // 2:
-                    tx.write(msg * room)
-                    sent[i] += room
+                    units = room // batch
+                    tx.write(unit * units)
+                    sent[i] += units * batch
             self.progress.clear()
             try:
                 await asyncio.wait_for(self.progress.wait(), 0.2)
@@ -154,6 +190,7 @@ class Worker:
             "received": sum(rx.count for _, rx, _ in dirs),
             "received_in_window": received_at_end,
             "elapsed": elapsed,
+            "acks_sent": sum(c.acks_sent for c in {rx for _, rx, _ in dirs}),
         }
 
     async def cmd_chat_rate(
@@ -188,6 +225,62 @@ class Worker:
         for _, rx, _ in dirs:
             lat.extend(rx.latencies)
         return {"sent": sent, "received": sum(rx.count for _, rx, _ in dirs), "latencies": lat}
+
+    # -- stream management: hibernation -------------------------------------------------
+
+    async def cmd_sm_settle(self) -> dict[str, Any]:
+        """Acknowledge everything received, unasked, then ask the server for its count
+        (``<r/>``); its answer means our ack was handled (in order), so no session
+        holds unacknowledged stanzas. Bounded by the login timeout per connection."""
+
+        async def one(conn: Conn) -> None:
+            conn.drop_input()
+            conn.send(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % conn.h + SM_REQUEST)
+            await conn.expect(SM_ANSWER)
+
+        await asyncio.wait_for(asyncio.gather(*(one(c) for c in self.conns.values())), 120)
+        return {"settled": len(self.conns)}
+
+    async def cmd_abort(self) -> dict[str, Any]:
+        """Drop every connection without closing its stream (``transport.abort()``):
+        each session with resumption hibernates. Remembers what resuming needs."""
+        n = len(self.conns)
+        for user, conn in self.conns.items():
+            self.hibernated.append((user, conn.sm_id, conn.h))
+            conn.abort()
+        self.conns.clear()
+        await asyncio.sleep(0.2)
+        return {"aborted": n}
+
+    async def cmd_resume_check(self, n: int) -> dict[str, Any]:
+        """Resume ``n`` of the hibernated sessions, spread over all of them (then
+        close them): proof that the server held them. The count of ``<resumed/>``
+        answers is returned."""
+        every = max(len(self.hibernated) // max(n, 1), 1)
+        picked = self.hibernated[::every][:n]
+        ok = await asyncio.wait_for(
+            asyncio.gather(*(self.login.resume(u, sm_id, h) for u, sm_id, h in picked)), 120
+        )
+        await asyncio.sleep(0.3)
+        return {"tried": len(picked), "resumed": sum(ok)}
+
+    # -- client state indication ----------------------------------------------------------
+
+    async def cmd_inactive(self) -> dict[str, Any]:
+        """Every connection says ``<inactive/>`` (XEP-0352), then a ping: its answer
+        means the indication was handled (the server handles a stream in order)."""
+
+        async def one(conn: Conn) -> None:
+            conn.drop_input()  # stop counting: the answer is waited for in the buffer
+            conn.send(b"<inactive xmlns='urn:xmpp:csi:0'/>")
+            conn.send(
+                b"<iq%s type='get' id='csi' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>"
+                % (JC if conn.ws else b"", self.domain.encode())
+            )
+            await conn.expect(b"id='csi'")
+
+        await asyncio.wait_for(asyncio.gather(*(one(c) for c in self.conns.values())), 120)
+        return {"inactive": len(self.conns)}
 
     async def _drain(self, done: Any, limit: float) -> None:
         deadline = time.monotonic() + limit
@@ -232,12 +325,42 @@ class Worker:
             except TimeoutError:
                 pass
         elapsed = time.monotonic() - t0
-        # Wait until deliveries stop arriving.
+        await self._settled(received)
+        return {"sent": sent, "received": received(), "elapsed": elapsed}
+
+    async def _settled(self, received: Any) -> None:
+        """Wait until deliveries stop arriving (0.5 s without one; at most 15 s)."""
         last = -1
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and received() != last:
             last = received()
             await asyncio.sleep(0.5)
+
+    async def cmd_fanout_rate(
+        self, users: list[str], stanzas: list[bytes], marker: bytes, rate: float, duration: float
+    ) -> dict[str, Any]:
+        """Open loop: users send ``stanzas`` in turn (cycling) at ``rate`` per second,
+        whatever comes back; counts ``marker``. For clients that receive (almost)
+        nothing, where a closed loop would have nothing to pace itself on."""
+        conns = [self.conns[u] for u in users]
+        for c in conns:
+            c.start_counting(marker)
+
+        def received() -> int:
+            return sum(c.count for c in conns)
+
+        sent = 0
+        t0 = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - t0 >= duration:
+                break
+            for _ in range(int(rate * (now - t0)) - sent):
+                conns[sent % len(conns)].write(stanzas[(sent // len(conns)) % len(stanzas)])
+                sent += 1
+            await asyncio.sleep(0.002)
+        elapsed = time.monotonic() - t0
+        await self._settled(received)
         return {"sent": sent, "received": received(), "elapsed": elapsed}
 
     async def cmd_muc_join(self, users: list[str], room: str, create: bool) -> dict[str, Any]:
@@ -270,7 +393,7 @@ class Worker:
         return {"joined": len(users)}
 
 
-def _main(pipe: mpc.Connection, host: str, port: int, domain: str, pw: str) -> None:
+def _main(pipe: mpc.Connection, host: str, port: int, domain: str, pw: str, http_port: int) -> None:
     raise_nofile()
     try:
         import uvloop
@@ -278,19 +401,23 @@ def _main(pipe: mpc.Connection, host: str, port: int, domain: str, pw: str) -> N
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(Worker(pipe, host, port, domain, pw).serve())
+    asyncio.run(Worker(pipe, host, port, domain, pw, http_port).serve())
 
 
 class Pool:
-    """The worker processes, commanded together."""
+    """The worker processes, commanded together. ``http_port``: the server's HTTP
+    listener, for WebSocket logins."""
 
-    def __init__(self, n: int, host: str, port: int, domain: str, pw: str) -> None:
+    def __init__(
+        self, n: int, host: str, port: int, domain: str, pw: str, http_port: int = 0
+    ) -> None:
         ctx = mp.get_context("fork")
         self.pipes: list[mpc.Connection] = []
         self.procs: list[Any] = []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_main, args=(child, host, port, domain, pw), daemon=True)
+            args = (child, host, port, domain, pw, http_port)
+            p = ctx.Process(target=_main, args=args, daemon=True)
             p.start()
             self.pipes.append(parent)
             self.procs.append(p)
