@@ -1,6 +1,6 @@
 """Profile Descant under the chat scenario with py-spy (``pip install -e '.[bench]'``).
 
-    python -m bench.profile [--pairs 100] [--duration 15] [--scenario chat|presence|muc]
+    python -m bench.profile [--pairs 100] [--duration 15] [--scenario chat|chat-sm|presence|muc]
 
 Starts Descant as ``make bench`` does, loads it (closed-loop saturation), samples it
 with ``py-spy record --nonblocking`` and prints the functions with the most samples:
@@ -51,7 +51,7 @@ def summarize(raw: Path, top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.profile", description=__doc__)
-    ap.add_argument("--scenario", default="chat", choices=["chat", "presence", "muc"])
+    ap.add_argument("--scenario", default="chat", choices=["chat", "chat-sm", "presence", "muc"])
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--workers", type=int, default=2)
@@ -90,10 +90,22 @@ def main(argv: list[str] | None = None) -> int:
                 str(srv.pid),
             ]
             spy: list[subprocess.Popen[bytes]] = []
-            scenarios.Meter.on_next_start = lambda: spy.append(
-                subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
-            if args.scenario == "chat":
+            # chat-sm measures a warm-up and the plain phase first: sample the third.
+            skip = [2 if args.scenario == "chat-sm" else 0]
+
+            def start_spy() -> None:
+                if skip[0]:
+                    skip[0] -= 1
+                    scenarios.Meter.on_next_start = start_spy
+                    return
+                spy.append(
+                    subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
+
+            scenarios.Meter.on_next_start = start_spy
+            if args.scenario == "chat-sm":
+                res = scenarios.chat_sm(srv, pool, args.pairs, args.duration, 16)
+            elif args.scenario == "chat":
                 res = scenarios.chat(srv, pool, args.pairs, args.duration, 2000, 16)[0]
             elif args.scenario == "presence":
                 res = scenarios.presence(srv, pool, 2, args.duration)

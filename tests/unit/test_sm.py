@@ -20,11 +20,11 @@ def test_ack_drops_what_it_acknowledges_xep0198_4() -> None:
         assert sm.track(msg(n))
     assert sm.sent == 5
     sm.ack(3)
-    assert [st.get("id") for st, _ in sm.queue] == ["3", "4"]
+    assert [st.get("id") for st, _ in sm.pending()] == ["3", "4"]
     sm.ack(3)  # the same h again acknowledges nothing new
-    assert len(sm.queue) == 2
+    assert sm.unacked == 2
     sm.ack(5)
-    assert not sm.queue and sm.sent == 5
+    assert not sm.unacked and sm.sent == 5
 
 
 def test_handled_count_too_high_xep0198_6() -> None:
@@ -36,7 +36,7 @@ def test_handled_count_too_high_xep0198_6() -> None:
     el = info.value.element()
     assert el.tag == f"{{{NS}}}handled-count-too-high"
     assert el.attrib == {"h": "2", "send-count": "1"}
-    assert len(sm.queue) == 1  # nothing was dropped
+    assert sm.unacked == 1  # nothing was dropped
 
 
 def test_counters_wrap_at_2_32_xep0198_4() -> None:
@@ -46,9 +46,9 @@ def test_counters_wrap_at_2_32_xep0198_4() -> None:
         sm.track(msg(n))
     assert sm.sent == 2
     sm.ack(MASK)  # 1 acknowledged
-    assert len(sm.queue) == 3
+    assert sm.unacked == 3
     sm.ack(1)  # past the wrap: 2 more
-    assert len(sm.queue) == 1
+    assert sm.unacked == 1
     sm.handled = MASK
     sm.count_handled()
     assert sm.handled == 0
@@ -68,7 +68,7 @@ def test_take_unacked_keeps_order_and_stamps() -> None:
     out = sm.take_unacked()
     assert [st.get("id") for st, _ in out] == ["1", "2"]
     assert out[0][1] <= out[1][1]
-    assert not sm.queue
+    assert not sm.unacked
 
 
 @pytest.mark.parametrize(
@@ -87,3 +87,17 @@ def test_take_unacked_keeps_order_and_stamps() -> None:
 )
 def test_parse_h_is_an_unsigned_int(value: str | None, expected: int | None) -> None:
     assert parse_h(value) == expected
+
+
+def test_many_acks_keep_the_queue_in_order() -> None:
+    """The acknowledged front is cut off in steps; what remains stays in order."""
+    sm = StreamManagement(limit=100_000)
+    sent = 0
+    for step in range(1, 400):
+        for _ in range(step % 11 + 1):
+            sm.track(msg(sent))
+            sent += 1
+        sm.ack((sm.acked + step % 5) % (MASK + 1) if step % 5 <= sm.unacked else sm.acked)
+        ids = [int(st.get("id", "-1")) for st, _ in sm.pending()]
+        assert ids == list(range(sent - sm.unacked, sent))
+    assert sm.sent == sent

@@ -143,7 +143,7 @@ class ClientSession:
         self.manager.hibernated.add(self)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(sm.max, self._expire)
-        log.info("%s hibernating (%d unacknowledged, %d s)", self.jid_str, len(sm.queue), sm.max)
+        log.info("%s hibernating (%d unacknowledged, %d s)", self.jid_str, sm.unacked, sm.max)
         await self._fire("session-hibernated")
 
     def _expire(self) -> None:

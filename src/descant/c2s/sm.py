@@ -4,10 +4,10 @@ Two counters and a queue, kept on the session so they outlive its transport:
 
 - ``handled``: stanzas received from the client and handled (its ``h``), counted
   from ``<enable/>``; sent back in ``<a h=…/>`` and ``<resumed h=…/>``.
-- ``queue``: stanzas sent to the client and not yet acknowledged, oldest first,
-  each with the time it was first sent (for the XEP-0203 delay stamp should it
-  end up in offline storage). ``acked`` is the client's last ``h``; the number
-  sent is ``acked + len(queue)``.
+- the queue (``pending()``): stanzas sent to the client and not yet acknowledged,
+  oldest first, each with the time it was first sent (for the XEP-0203 delay
+  stamp should it end up in offline storage). ``acked`` is the client's last
+  ``h``; the number sent is ``acked + unacked``.
 
 Counters wrap at 2^32 (§4). An ``h`` acknowledging more than was sent is the
 handled-count-too-high error (§6). The queue is bounded (``limit``): a client
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from collections import deque
 
 NS = "urn:xmpp:sm:3"
 MASK = 0xFFFFFFFF
@@ -46,7 +45,17 @@ def parse_h(value: str | None) -> int | None:
 
 
 class StreamManagement:
-    __slots__ = ("acked", "awaiting", "handled", "id", "limit", "max", "queue", "resumable")
+    __slots__ = (
+        "_head",
+        "_items",
+        "acked",
+        "awaiting",
+        "handled",
+        "id",
+        "limit",
+        "max",
+        "resumable",
+    )
 
     def __init__(self, limit: int, resumable: bool = False, id: str = "", max: int = 0) -> None:
         self.limit = limit
@@ -56,16 +65,29 @@ class StreamManagement:
         self.handled = 0
         self.acked = 0
         self.awaiting = False  # an <r/> of ours is unanswered
-        self.queue: deque[tuple[ET.Element, float]] = deque()
+        # The unacknowledged queue is _items[_head:]: an ack moves the head, and the
+        # acknowledged front is cut off in one step once it is half the list (acks
+        # come often and cover many stanzas; popping them one by one cost more).
+        self._items: list[tuple[ET.Element, float]] = []
+        self._head = 0
+
+    @property
+    def unacked(self) -> int:
+        return len(self._items) - self._head
 
     @property
     def sent(self) -> int:
-        return (self.acked + len(self.queue)) & MASK
+        return (self.acked + self.unacked) & MASK
+
+    def pending(self) -> list[tuple[ET.Element, float]]:
+        """The unacknowledged stanzas, oldest first, with when each was sent."""
+        return self._items[self._head :]
 
     def track(self, stanza: ET.Element) -> bool:
         """Record a stanza sent to the client; False once the queue is over its bound."""
-        self.queue.append((stanza, time.time()))
-        return len(self.queue) <= self.limit
+        items = self._items
+        items.append((stanza, time.time()))
+        return len(items) - self._head <= self.limit
 
     def count_handled(self) -> None:
         self.handled = (self.handled + 1) & MASK
@@ -73,17 +95,21 @@ class StreamManagement:
     def ack(self, h: int) -> None:
         """The client has handled ``h`` stanzas: drop them from the queue."""
         n = (h - self.acked) & MASK
-        if n > len(self.queue):
+        if n > self.unacked:
             raise HandledCountTooHigh(h, self.sent)
-        queue = self.queue
-        for _ in range(n):
-            queue.popleft()
+        head = self._head + n
+        items = self._items
+        if head * 2 >= len(items):
+            del items[:head]
+            head = 0
+        self._head = head
         self.acked = h
         self.awaiting = False
 
     def take_unacked(self) -> list[tuple[ET.Element, float]]:
-        out = list(self.queue)
-        self.queue.clear()
+        out = self.pending()
+        self._items = []
+        self._head = 0
         return out
 
     def answer(self) -> str:

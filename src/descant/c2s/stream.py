@@ -81,12 +81,22 @@ class NonzaEvent:
     session: ClientSession | None  # None before binding (e.g. <resume/>)
 
 
+_NONZA_NAMES: dict[str, str] = {}  # tag → event name: acks arrive every few stanzas
+
+
 def nonza_key(el: ET.Element) -> str:
+    """``nonza/<ns>:<tag>``, the event a nonza is offered on."""
     tag = el.tag
-    if tag[0] == "{":
-        uri, _, local = tag[1:].partition("}")
-        return f"nonza/{uri}:{local}"
-    return f"nonza/{ns.CLIENT}:{tag}"
+    name = _NONZA_NAMES.get(tag)
+    if name is None:
+        if tag[0] == "{":
+            uri, _, local = tag[1:].partition("}")
+            name = f"nonza/{uri}:{local}"
+        else:
+            name = f"nonza/{ns.CLIENT}:{tag}"
+        if len(_NONZA_NAMES) < 256:  # tags are the client's choice: bounded
+            _NONZA_NAMES[tag] = name
+    return name
 
 
 class ClientStream(StreamConnection):
@@ -161,22 +171,31 @@ class ClientStream(StreamConnection):
         if len(out) == 1:
             self._loop.call_soon(self._flush)
 
+    def queue_text(self, text: str) -> None:
+        """Queue a nonza (e.g. an ack) to leave with this turn's stanzas."""
+        if self.closing:
+            return
+        out = self._out
+        out.append(text)
+        if len(out) == 1:
+            self._loop.call_soon(self._flush)
+
     def _flush(self) -> None:
         out = self._out
-        if not out:
-            return
-        self._out = []
         session = self.session
         if session is not None and session.sm is not None and self._ack_due(session.sm):
             out.append(REQUEST)
+        if not out:
+            return
+        self._out = []
         StreamConnection.write_parts(self, out)
 
     def _ack_due(self, sm: StreamManagement) -> bool:
         """Whether to ask for an ack now; otherwise a delayed request is armed while
         anything is unacknowledged. One request is out at a time (XEP-0198 §4)."""
-        if sm.awaiting or not sm.queue:
+        if sm.awaiting or not sm.unacked:
             return False
-        if len(sm.queue) >= ACK_BATCH:
+        if sm.unacked >= ACK_BATCH:
             sm.awaiting = True
             return True
         if self._ack_timer is None:
@@ -187,15 +206,20 @@ class ClientStream(StreamConnection):
         self._ack_timer = None
         session = self.session
         sm = session.sm if session is not None else None
-        if sm is not None and not self.closing and not sm.awaiting and sm.queue:
+        if sm is not None and not self.closing and not sm.awaiting and sm.unacked:
             sm.awaiting = True
             self.write(REQUEST)
 
-    def request_ack_if_due(self) -> None:
-        """After an ack: ask again for what is still unacknowledged, when due."""
-        session = self.session
-        if session is not None and session.sm is not None and self._ack_due(session.sm):
-            self.write(REQUEST)
+    def acked(self, sm: StreamManagement) -> None:
+        """After an ack: what is still unacknowledged is asked about again, with this
+        turn's output (at once if due) or after the delay."""
+        if not sm.unacked or sm.awaiting:
+            return
+        if sm.unacked >= ACK_BATCH:
+            if not self._out:
+                self._loop.call_soon(self._flush)
+        elif self._ack_timer is None:
+            self._ack_timer = self._loop.call_later(ACK_DELAY, self._delayed_ack)
 
     def _our_name(self) -> str:
         return self._host.domain if self._host is not None else self.server.default_domain
@@ -425,9 +449,15 @@ class ClientStream(StreamConnection):
 
     async def _pre_bind(self, el: ET.Element) -> None:
         if el.tag != "iq":
-            if el.tag not in STANZA_KINDS and await self._offer_nonza(el):
-                return
-            raise StreamError("not-authorized", "bind a resource first")
+            if el.tag in STANZA_KINDS:
+                raise StreamError("not-authorized", "bind a resource first")
+            try:
+                await self._nonza(el)
+            except StreamError as exc:
+                if exc.condition != "unsupported-stanza-type":
+                    raise
+                raise StreamError("not-authorized", "bind a resource first") from None
+            return
         if not el.get("id"):
             raise StreamError("not-authorized", "bind a resource first")
         payload = el[0] if len(el) else None
@@ -515,22 +545,21 @@ class ClientStream(StreamConnection):
             sm.count_handled()
 
     async def _nonza(self, el: ET.Element) -> None:
-        if not await self._offer_nonza(el):
-            raise StreamError("unsupported-stanza-type", f"{el.tag} is not understood here")
-
-    async def _offer_nonza(self, el: ET.Element) -> bool:
-        """Hand a nonza to the module that takes it; False when none does."""
+        """Hand a nonza to the module that takes it (``nonza/<ns>:<tag>``); nobody
+        taking it ends the stream. Stream management acks come every few stanzas:
+        this path is kept short."""
         name = nonza_key(el)
         events = self.host.events
-        if not events.has(name):
-            return False
-        try:
-            return await events.fire(name, NonzaEvent(el, self, self.session)) is not None
-        except StreamError:
-            raise
-        except Exception:
-            log.exception("%s: error handling %s", self._label(), name)
-            return True
+        if events.has(name):
+            try:
+                if await events.fire(name, NonzaEvent(el, self, self.session)) is not None:
+                    return
+            except StreamError:
+                raise
+            except Exception:
+                log.exception("%s: error handling %s", self._label(), name)
+                return
+        raise StreamError("unsupported-stanza-type", f"{el.tag} is not understood here")
 
 
 def _legacy_session(iq: ET.Element, domain: str) -> bool:

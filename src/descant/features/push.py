@@ -401,7 +401,7 @@ class PushModule(Module):
             return
         if any(not s.hibernated for s in self.host.sessions.of_user(user)):
             return  # a live session of the account shows them
-        unseen = [st for st, _ in sm.queue if worth_notifying(st)]
+        unseen = [st for st, _ in sm.pending() if worth_notifying(st)]
         if unseen:
             last = unseen[-1]
             self._publish_all(user, session.jid.bare, regs, len(unseen), last.get("from"), last)

@@ -85,7 +85,8 @@ class StreamManagementModule(Module):
     async def request(self, ev: NonzaEvent) -> bool:
         session = ev.session
         if session is not None and session.sm is not None:
-            ev.stream.write(session.sm.answer())
+            # Out with this turn's output: one write, not one per request.
+            ev.stream.queue_text(session.sm.answer())
         return True  # an <r/> before <enable/> means nothing: ignored
 
     async def ack(self, ev: NonzaEvent) -> bool:
@@ -101,7 +102,7 @@ class StreamManagementModule(Module):
         except HandledCountTooHigh as exc:
             raise StreamError("undefined-condition", str(exc), exc.element()) from None
         # Stanzas sent after our last request may still be unacknowledged.
-        ev.stream.request_ack_if_due()
+        ev.stream.acked(sm)
         return True
 
     async def resume(self, ev: NonzaEvent) -> bool:
@@ -132,8 +133,8 @@ class StreamManagementModule(Module):
         session.attach(stream)
         stream.resumed(session)
         stream.write(f"<resumed xmlns='{NS}' previd='{escape_attr(previd)}' h='{sm.handled}'/>")
-        for stanza, _ in sm.queue:
+        for stanza, _ in sm.pending():
             stream.send(stanza)  # already counted: sent again, not queued again
-        self.log.info("%s resumed (%d stanzas sent again)", session.jid_str, len(sm.queue))
+        self.log.info("%s resumed (%d stanzas sent again)", session.jid_str, sm.unacked)
         await self.host.events.fire("session-resumed", session)
         return True
