@@ -227,6 +227,33 @@ async def disconnect(*clients: Client) -> None:
             pass
 
 
+def presence_types_from(c: Client, bare: str) -> list[str]:
+    """The types of the presences from ``bare`` that ``c`` has received and not yet
+    taken (all others are taken too)."""
+    seen: list[str] = []
+    while not c.presences.empty():
+        p = c.presences.get_nowait()
+        if p["from"].bare == bare:
+            seen.append(p["type"])
+    return seen
+
+
+async def wait_for_http(srv: LiveServer, timeout: float = 15) -> None:
+    """LiveServer.start() waits for the c2s port; the HTTP listener opens just after it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", srv.http_port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"HTTP port {srv.http_port} not open in {timeout} s") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
 class RawClient:
     """Raw XML over a socket: write strings, read until a pattern appears."""
 

@@ -127,6 +127,31 @@ async def next_stanza(c: RawClient, timeout: float = 5) -> ET.Element:
         c.buffer += chunk.decode("utf-8", "replace")
 
 
+async def quiet(c: RawClient, seconds: float = 0.5) -> list[ET.Element]:
+    """Every complete element the server sends within ``seconds``."""
+    out: list[ET.Element] = []
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out
+        try:
+            out.append(await next_stanza(c, left))
+        except (AssertionError, TimeoutError):
+            return out
+
+
+async def messages(c: RawClient, n: int, timeout: float = 5) -> list[ET.Element]:
+    """The next ``n`` messages, skipping every other element."""
+    out: list[ET.Element] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n:
+        el = await next_stanza(c, max(0.1, deadline - time.monotonic()))
+        if el.tag == "{%s}message" % CLIENT:
+            out.append(el)
+    return out
+
+
 async def ping(c: RawClient, ident: str = "alive", timeout: float = 5) -> None:
     """XEP-0199 ping to the server; assert the result comes back (the stream is alive)."""
     await c.send(f"<iq type='get' id='{ident}' to='localhost'><ping xmlns='{PING}'/></iq>")

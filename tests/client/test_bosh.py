@@ -5,7 +5,6 @@ termination, inactivity, the error conditions, and stream management across tran
 from __future__ import annotations
 
 import asyncio
-import base64
 import random
 import time
 import xml.etree.ElementTree as ET
@@ -14,16 +13,11 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import pytest
 
-from tests.badinput.raw import MakeServer
+from tests.badinput.raw import BIND, CLIENT, SASL, STREAM, STREAMS_ERR, MakeServer, plain
 from tests.live import LiveServer, RawClient, connect_slixmpp, disconnect
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
 XBOSH = "urn:xmpp:xbosh"
-STREAM = "http://etherx.jabber.org/streams"
-STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
-CLIENT = "jabber:client"
-SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 SM = "urn:xmpp:sm:3"
 CREATE = "to='localhost' wait='2' hold='1' ver='1.11' xmpp:version='1.0' xml:lang='en'"
 
@@ -76,9 +70,7 @@ class Bosh:
         """Session creation, SASL PLAIN, restart and bind; returns the full JID."""
         created = await self.create()
         assert "PLAIN" in mechanisms(created)
-        local = jid.partition("@")[0]
-        token = base64.b64encode(f"\0{local}\0{password}".encode()).decode()
-        got = await self.request(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+        got = await self.request(plain(jid, password))
         assert got.find(f"{{{SASL}}}success") is not None, ET.tostring(got)
         restarted = await self.request("", "xmpp:restart='true' to='localhost' xml:lang='en'")
         assert restarted.find(f"{{{STREAM}}}features/{{{BIND}}}bind") is not None
@@ -138,9 +130,7 @@ async def test_login_over_bosh_and_chat_with_a_tcp_user_xep0206(
     assert "PLAIN" in mechanisms(created)  # loopback counts as encrypted
     assert created.find(f"{{{STREAM}}}features/{{urn:ietf:params:xml:ns:xmpp-tls}}starttls") is None
     # SASL, restart, bind.
-    local = jid.partition("@")[0]
-    token = base64.b64encode(f"\0{local}\0{password}".encode()).decode()
-    got = await bosh.request(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+    got = await bosh.request(plain(jid, password))
     assert got.find(f"{{{SASL}}}success") is not None, ET.tostring(got)
     got = await bosh.request("", "xmpp:restart='true' to='localhost' xml:lang='en'")
     assert got.find(f"{{{STREAM}}}features/{{{BIND}}}bind") is not None, ET.tostring(got)
@@ -337,9 +327,7 @@ async def test_resumption_after_the_bosh_session_expired_xep0198_5(
             assert terminated(await bosh.request()) == "item-not-found"
             again = Bosh(http, srv)
             await again.create()
-            local = jid.partition("@")[0]
-            token = base64.b64encode(f"\0{local}\0{password}".encode()).decode()
-            await again.request(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>")
+            await again.request(plain(jid, password))
             await again.request("", "xmpp:restart='true' to='localhost'")
             got = await again.request(f"<resume xmlns='{SM}' previd='{enabled.get('id')}' h='0'/>")
             els = list(got)

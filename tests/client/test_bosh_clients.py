@@ -14,89 +14,43 @@ tests/js/node_modules is missing (``make js`` installs it).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.live import Client, LiveServer, connect_slixmpp, disconnect
+from tests.badinput.raw import SASL
+from tests.jsdriver import (
+    JS_DIR,
+    NodeDriver,
+    chat_both_ways,
+    message_to_js,
+    needs_node,
+    subscribe,
+)
+from tests.live import (
+    Client,
+    LiveServer,
+    connect_slixmpp,
+    disconnect,
+    presence_types_from,
+    wait_for_http,
+)
 
-SM = "urn:xmpp:sm:3"
-SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-BIND = "urn:ietf:params:xml:ns:xmpp-bind"
-
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
-DRIVER = JS_DIR / "strophe_bosh_client.mjs"
 # A body with markup, an ampersand, quotes and non-ASCII, escaped both ways.
 AWKWARD = "<b>Grüße</b> & 'quotes' \"too\" — 🎶 </body>"
 
-
-def _js_missing() -> str | None:
-    """Why the strophe.js tests cannot run here, or None."""
-    node = shutil.which("node")
-    if node is None:
-        return "node is not installed (make test installs tests/js when node and npm are there)"
-    for package in ("strophe.js", "xhr2", "@xmldom/xmldom"):
-        if not (JS_DIR / "node_modules" / package).is_dir():
-            return f"tests/js/node_modules/{package} is missing: run `make js`"
-    try:
-        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=20)
-        major = int(out.stdout.strip().lstrip("v").split(".")[0])
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        return f"`node --version` failed: {exc}"
-    if major < 20:
-        return f"strophe.js 5 needs Node.js 20 or later, found {out.stdout.strip()}"
-    return None
-
-
-JS_MISSING = _js_missing()
-pytestmark = pytest.mark.skipif(JS_MISSING is not None, reason=JS_MISSING or "")
-
-
-async def wait_for_http(srv: LiveServer, timeout: float = 15) -> None:
-    """LiveServer.start() waits for the c2s port; the HTTP listener opens just after it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", srv.http_port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"HTTP port {srv.http_port} not open in {timeout} s") from None
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
+pytestmark = needs_node("strophe.js 5", (20,), ("strophe.js", "xhr2", "@xmldom/xmldom"))
 
 
 def bosh_url(srv: LiveServer) -> str:
     return f"http://127.0.0.1:{srv.http_port}/http-bind"
 
 
-class StropheBosh:
-    """tests/js/strophe_bosh_client.mjs in a subprocess: commands in, events (JSON
-    lines) out.
-
-    Every event is kept in ``events``; :meth:`wait_for` consumes them kind by kind, in
-    order, so waiting for one kind never loses another."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self.stderr = b""
-        self._cursor: dict[str, int] = {}
-        self._changed = asyncio.Event()
-        self._eof = False
-        self._tasks = [
-            asyncio.ensure_future(self._read_stdout()),
-            asyncio.ensure_future(self._read_stderr()),
-        ]
+class StropheBosh(NodeDriver):
+    """tests/js/strophe_bosh_client.mjs: strophe.js over BOSH, with every BOSH request
+    and response reported."""
 
     @classmethod
     async def start(
@@ -109,104 +63,16 @@ class StropheBosh:
         wait: int = 10,
         optional_session: str = "skip",
     ) -> StropheBosh:
-        node = shutil.which("node")
-        assert node is not None
         env = {
-            **os.environ,
             "XMPP_SERVICE": bosh_url(srv),
             "XMPP_JID": jid,
             "XMPP_PASSWORD": password,
             "XMPP_RESOURCE": resource,
             "XMPP_BOSH_WAIT": str(wait),
             "XMPP_OPTIONAL_SESSION": optional_session,
-            "XMPP_TIMEOUT": "15000",
-            "XMPP_LIFETIME": "100000",
         }
-        proc = await asyncio.create_subprocess_exec(
-            node,
-            str(DRIVER),
-            cwd=str(JS_DIR),
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        return cls(proc)
-
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            while line := await self.proc.stdout.readline():
-                try:
-                    self.events.append(json.loads(line))
-                except ValueError:
-                    self.events.append({"event": "junk", "line": line.decode("utf-8", "replace")})
-                self._changed.set()
-        finally:
-            self._eof = True
-            self._changed.set()
-
-    async def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
-            self.stderr += chunk
-
-    def describe(self) -> str:
-        recent = "\n".join(json.dumps(e) for e in self.events[-50:])
-        return f"last events:\n{recent}\nstderr:\n{self.stderr.decode('utf-8', 'replace')[-2000:]}"
-
-    def of(self, kind: str, since: int = 0) -> list[dict[str, Any]]:
-        return [e for e in self.events[since:] if e.get("event") == kind]
-
-    async def wait_for(
-        self,
-        kind: str,
-        match: Callable[[dict[str, Any]], bool] = lambda e: True,
-        timeout: float = 15,
-    ) -> dict[str, Any]:
-        """The next event of ``kind`` (after the last one returned) that matches."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._changed.clear()
-            start = self._cursor.get(kind, 0)
-            for i in range(start, len(self.events)):
-                ev = self.events[i]
-                if ev.get("event") == kind:
-                    self._cursor[kind] = i + 1
-                    if match(ev):
-                        return ev
-            if self._eof:
-                raise AssertionError(f"strophe exited before a {kind!r} event\n{self.describe()}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind!r} event within {timeout} s\n{self.describe()}")
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
-
-    async def command(self, cmd: str, timeout: float = 20, **fields: Any) -> None:
-        """Run one command; wait until the script says it is done."""
-        assert self.proc.stdin is not None
-        seen = len(self.events)
-        self.proc.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        await self.proc.stdin.drain()
-        deadline = time.monotonic() + timeout
-        while True:
-            self._changed.clear()
-            for ev in self.events[seen:]:
-                if ev.get("event") in ("ok", "error") and ev.get("cmd") == cmd:
-                    assert ev["event"] == "ok", f"{cmd} failed: {ev}\n{self.describe()}"
-                    return
-            if self._eof:
-                raise AssertionError(f"strophe exited during {cmd}\n{self.describe()}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{cmd} not done within {timeout} s\n{self.describe()}")
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
+        script = JS_DIR / "strophe_bosh_client.mjs"
+        return await cls.spawn(script, "strophe", env, lifetime=100, command_timeout=20)
 
     def requests(self, since: int = 0) -> list[dict[str, Any]]:
         return self.of("request", since)
@@ -221,34 +87,10 @@ class StropheBosh:
             if child["name"] == name
         ]
 
-    def bodies(self) -> list[str]:
-        return [e["body"] for e in self.of("message")]
-
     def assert_no_trouble(self) -> None:
         assert not self.of("error"), self.describe()
         bad = {"CONNFAIL", "AUTHFAIL", "CONNTIMEOUT", "ERROR"}
         assert not [e for e in self.of("status") if e["status"] in bad], self.describe()
-
-    async def close(self) -> None:
-        """Log out cleanly if that is quick; the process is killed in any case."""
-        proc = self.proc
-        try:
-            if proc.returncode is None and proc.stdin is not None and not self._eof:
-                proc.stdin.write(b'{"cmd":"stop"}\n')
-                await proc.stdin.drain()
-                await asyncio.wait_for(proc.wait(), 5)
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                pass
-            for t in self._tasks:
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def quiet_messages(c: Client, seconds: float = 1.0) -> list[str]:
@@ -261,25 +103,6 @@ async def quiet_messages(c: Client, seconds: float = 1.0) -> list[str]:
         except TimeoutError:
             break
     return out
-
-
-def presence_types_from(c: Client, bare: str) -> list[str]:
-    seen: list[str] = []
-    while not c.presences.empty():
-        p = c.presences.get_nowait()
-        if p["from"].bare == bare:
-            seen.append(p["type"])
-    return seen
-
-
-async def subscribe(bob: Client, js: StropheBosh, a_jid: str, full: str) -> None:
-    """Bob subscribes to the strophe user's presence and is approved (requests reach
-    only available resources, RFC 6121 §3.1.3), then sees it available."""
-    b_jid = bob.boundjid.bare
-    bob.send_presence_subscription(pto=a_jid)
-    await js.wait_for("presence", lambda e: e["type"] == "subscribe" and e["from"] == b_jid)
-    await js.command("presence", to=b_jid, type="subscribed")
-    await bob.next_presence(lambda p: p["from"].full == full and p["type"] == "available", 10)
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -311,22 +134,8 @@ async def test_strophe_logs_in_over_bosh_and_chats_with_slixmpp(server: LiveServ
         assert got["from"].full == full  # stamped by the server (RFC 6120 §8.1.2.1)
         assert got["to"].full == b_jid and got["type"] == "chat" and got["id"] == "m1"
 
-        bob.send_message(mto=full, mbody="to your full JID", mtype="chat")
-        ev = await js.wait_for("message")
-        assert (ev["body"], ev["from"], ev["to"], ev["type"]) == (
-            "to your full JID",
-            bob.boundjid.full,
-            full,
-            "chat",
-        )
-        bob.send_message(mto=a_jid, mbody=AWKWARD, mtype="chat")
-        ev = await js.wait_for("message")
-        assert (ev["body"], ev["from"], ev["to"], ev["type"]) == (
-            AWKWARD,
-            bob.boundjid.full,
-            a_jid,
-            "chat",
-        )
+        await message_to_js(bob, js, full, "to your full JID")
+        ev = await message_to_js(bob, js, a_jid, AWKWARD)
         assert not ev["delay"]
         await asyncio.sleep(0.5)
         assert js.bodies() == ["to your full JID", AWKWARD], js.describe()
@@ -419,11 +228,7 @@ async def test_strophe_resumes_on_a_new_bosh_session(
         assert not js.of("online", mark)
 
         # The session goes on, both ways.
-        await js.command("send", to=b_jid, body="back again")
-        got_back = await bob.next_message(10)
-        assert got_back["body"] == "back again" and got_back["from"].full == full
-        bob.send_message(mto=full, mbody="welcome back", mtype="chat")
-        assert (await js.wait_for("message"))["body"] == "welcome back"
+        await chat_both_ways(js, bob, full, "back again", "welcome back")
         await asyncio.sleep(1.0)
         assert js.bodies() == ["before", "gap 0", "gap 1", "gap 2", "welcome back"], js.describe()
         assert "unavailable" not in presence_types_from(bob, a_jid)
@@ -448,10 +253,7 @@ async def test_strophe_resends_a_failed_request(server: LiveServer, mode: str) -
     try:
         full = (await js.wait_for("online"))["jid"]
         await js.command("presence")
-        await js.command("send", to=b_jid, body="hello")
-        assert (await bob.next_message(10))["body"] == "hello"
-        bob.send_message(mto=full, mbody="hello back", mtype="chat")
-        assert (await js.wait_for("message"))["body"] == "hello back"
+        await chat_both_ways(js, bob, full, "hello", "hello back")
         await asyncio.sleep(0.5)
 
         mark = len(js.events)

@@ -17,6 +17,7 @@ from tests.badinput.raw import (
     login,
     next_stanza,
     plain,
+    quiet,
     secure_stream,
 )
 from tests.live import Client, LiveServer, RawClient, disconnect
@@ -36,20 +37,6 @@ async def wait_for(
         el = await next_stanza(c, max(0.1, deadline - time.monotonic()))
         if match(el):
             return el
-
-
-async def quiet(c: RawClient, seconds: float = 0.5) -> list[ET.Element]:
-    """Every complete element the server sends within ``seconds``."""
-    out: list[ET.Element] = []
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        try:
-            out.append(await next_stanza(c, left))
-        except (AssertionError, TimeoutError):
-            return out
 
 
 async def ping(c: RawClient, ident: str) -> None:

@@ -23,7 +23,9 @@ from tests.badinput.raw import (
     elements,
     expect_stream_error,
     login,
+    messages,
     next_stanza,
+    quiet,
     stanza_error,
 )
 from tests.live import Client, LiveServer, RawClient, connect_slixmpp, disconnect
@@ -63,31 +65,6 @@ async def bind(c: RawClient, resource: str) -> str:
 
 def message(to: str, body: str) -> str:
     return f"<message to='{to}' type='chat'><body>{body}</body></message>"
-
-
-async def messages(c: RawClient, n: int, timeout: float = 5) -> list[ET.Element]:
-    """The next ``n`` messages, skipping presence, iq and stream management elements."""
-    out: list[ET.Element] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        el = await next_stanza(c, max(0.1, deadline - time.monotonic()))
-        if el.tag == "{%s}message" % CLIENT:
-            out.append(el)
-    return out
-
-
-async def quiet(c: RawClient, seconds: float = 0.5) -> list[ET.Element]:
-    """Every complete element the server sends within ``seconds``."""
-    out: list[ET.Element] = []
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        try:
-            out.append(await next_stanza(c, left))
-        except (AssertionError, TimeoutError):
-            return out
 
 
 def bodies(els: list[ET.Element]) -> list[str]:

@@ -17,16 +17,10 @@ be a complete, namespace-declaring XML element.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import os
-import shutil
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -34,62 +28,47 @@ import pytest
 from aiohttp import WSMsgType
 from slixmpp import JID
 
-from tests.badinput.raw import authenticate, close_quietly, next_stanza
-from tests.live import Client, LiveServer, RawClient, connect_slixmpp, disconnect
+from tests.badinput.raw import (
+    BIND,
+    CLIENT,
+    PING,
+    SASL,
+    STREAM,
+    STREAMS_ERR,
+    authenticate,
+    close_quietly,
+    messages,
+    next_stanza,
+    plain,
+    quiet,
+)
+from tests.jsdriver import (
+    JS_DIR,
+    NodeDriver,
+    chat_both_ways,
+    message_to_js,
+    needs_node,
+    subscribe,
+)
+from tests.live import (
+    Client,
+    LiveServer,
+    RawClient,
+    connect_slixmpp,
+    disconnect,
+    presence_types_from,
+    wait_for_http,
+)
 
 FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
-STREAM = "http://etherx.jabber.org/streams"
-STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
-CLIENT = "jabber:client"
-SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 SM = "urn:xmpp:sm:3"
-PING = "urn:xmpp:ping"
 XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 WEBSOCKET_REL = "urn:xmpp:alt-connections:websocket"
 BOSH_REL = "urn:xmpp:alt-connections:xbosh"
 MAX_STANZA = 262144  # limits.max_stanza_size (default)
 FRAME_SLACK = 65536  # how much larger a frame may be and still reach the XML parser
 
-JS_DIR = Path(__file__).resolve().parents[1] / "js"
-DRIVER = JS_DIR / "xmppjs_client.mjs"
-
-
-def _js_missing() -> str | None:
-    """Why the xmpp.js tests cannot run here, or None."""
-    node = shutil.which("node")
-    if node is None:
-        return "node is not installed (make test installs tests/js when node and npm are there)"
-    if not (JS_DIR / "node_modules" / "@xmpp" / "client").is_dir():
-        return "tests/js/node_modules/@xmpp/client is missing: run `make js`"
-    try:
-        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=20)
-        major, minor = (int(x) for x in out.stdout.strip().lstrip("v").split(".")[:2])
-    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        return f"`node --version` failed: {exc}"
-    if (major, minor) < (20, 10):
-        return f"@xmpp/client 0.14 needs Node.js 20.10 or later, found {out.stdout.strip()}"
-    return None
-
-
-JS_MISSING = _js_missing()
-needs_js = pytest.mark.skipif(JS_MISSING is not None, reason=JS_MISSING or "")
-
-
-async def wait_for_http(srv: LiveServer, timeout: float = 15) -> None:
-    """LiveServer.start() waits for the c2s port; the HTTP listener opens just after it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", srv.http_port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"HTTP port {srv.http_port} not open in {timeout} s") from None
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
+needs_js = needs_node("@xmpp/client 0.14", (20, 10), ("@xmpp/client",))
 
 
 @pytest.fixture(autouse=True)
@@ -108,23 +87,9 @@ def tag(local: str, ns: str) -> str:
 # -- xmpp.js in Node ----------------------------------------------------------------------------
 
 
-class XmppJs:
-    """tests/js/xmppjs_client.mjs in a subprocess: commands in, events (JSON lines) out.
-
-    Every event is kept in ``events``; :meth:`wait_for` consumes them kind by kind, in
-    order, so waiting for one kind never loses another."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self.stderr = b""
-        self._cursor: dict[str, int] = {}
-        self._changed = asyncio.Event()
-        self._eof = False
-        self._tasks = [
-            asyncio.ensure_future(self._read_stdout()),
-            asyncio.ensure_future(self._read_stderr()),
-        ]
+class XmppJs(NodeDriver):
+    """tests/js/xmppjs_client.mjs: xmpp.js over WebSocket, with every element it sends
+    reported."""
 
     @classmethod
     async def start(
@@ -137,125 +102,16 @@ class XmppJs:
         reconnect_delay_ms: int = 1000,
     ) -> XmppJs:
         username, _, domain = jid.partition("@")
-        node = shutil.which("node")
-        assert node is not None
         env = {
-            **os.environ,
             "XMPP_SERVICE": ws_url(server),
             "XMPP_DOMAIN": domain,
             "XMPP_USERNAME": username,
             "XMPP_PASSWORD": password,
             "XMPP_RESOURCE": resource,
             "XMPP_RECONNECT_DELAY": str(reconnect_delay_ms),
-            "XMPP_TIMEOUT": "15000",
-            "XMPP_LIFETIME": "90000",
         }
-        proc = await asyncio.create_subprocess_exec(
-            node,
-            str(DRIVER),
-            cwd=str(JS_DIR),
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        return cls(proc)
-
-    async def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            while line := await self.proc.stdout.readline():
-                try:
-                    self.events.append(json.loads(line))
-                except ValueError:
-                    self.events.append({"event": "junk", "line": line.decode("utf-8", "replace")})
-                self._changed.set()
-        finally:
-            self._eof = True
-            self._changed.set()
-
-    async def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := await self.proc.stderr.read(65536):
-            self.stderr += chunk
-
-    def describe(self) -> str:
-        recent = "\n".join(json.dumps(e) for e in self.events[-40:])
-        return f"last events:\n{recent}\nstderr:\n{self.stderr.decode('utf-8', 'replace')[-2000:]}"
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e.get("event") == kind]
-
-    async def wait_for(
-        self,
-        kind: str,
-        match: Callable[[dict[str, Any]], bool] = lambda e: True,
-        timeout: float = 15,
-    ) -> dict[str, Any]:
-        """The next event of ``kind`` (after the last one returned) that matches."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._changed.clear()
-            start = self._cursor.get(kind, 0)
-            for i in range(start, len(self.events)):
-                ev = self.events[i]
-                if ev.get("event") == kind:
-                    self._cursor[kind] = i + 1
-                    if match(ev):
-                        return ev
-            if self._eof:
-                raise AssertionError(f"xmpp.js exited before a {kind!r} event\n{self.describe()}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {kind!r} event within {timeout} s\n{self.describe()}")
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
-
-    async def command(self, cmd: str, timeout: float = 15, **fields: Any) -> None:
-        """Run one command; wait until the script says it is done."""
-        assert self.proc.stdin is not None
-        seen = len(self.events)
-        self.proc.stdin.write((json.dumps({"cmd": cmd, **fields}) + "\n").encode())
-        await self.proc.stdin.drain()
-        deadline = time.monotonic() + timeout
-        while True:
-            self._changed.clear()
-            for ev in self.events[seen:]:
-                if ev.get("event") in ("ok", "error") and ev.get("cmd") == cmd:
-                    assert ev["event"] == "ok", f"{cmd} failed: {ev}\n{self.describe()}"
-                    return
-            if self._eof:
-                raise AssertionError(f"xmpp.js exited during {cmd}\n{self.describe()}")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{cmd} not done within {timeout} s\n{self.describe()}")
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
-
-    async def close(self) -> None:
-        """Log out cleanly if that is quick; the process is killed in any case."""
-        proc = self.proc
-        try:
-            if proc.returncode is None and proc.stdin is not None and not self._eof:
-                proc.stdin.write(b'{"cmd":"stop"}\n')
-                await proc.stdin.drain()
-                await asyncio.wait_for(proc.wait(), 5)
-        except (OSError, TimeoutError):
-            pass
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                pass
-            for t in self._tasks:
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        script = JS_DIR / "xmppjs_client.mjs"
+        return await cls.spawn(script, "xmpp.js", env, lifetime=90, shown=40)
 
 
 def sent_binds(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -290,17 +146,8 @@ async def test_xmppjs_chats_with_slixmpp_over_websocket(server: LiveServer) -> N
         assert got["from"].full == full  # stamped by the server (RFC 6120 §8.1.2.1)
         assert got["to"].full == b_jid and got["type"] == "chat"
 
-        bob.send_message(mto=full, mbody="reply to your full JID", mtype="chat")
-        ev = await js.wait_for("message")
-        assert (ev["body"], ev["from"], ev["to"], ev["type"]) == (
-            "reply to your full JID",
-            bob.boundjid.full,
-            full,
-            "chat",
-        )
-        bob.send_message(mto=a_jid, mbody=text, mtype="chat")
-        ev = await js.wait_for("message")
-        assert (ev["body"], ev["from"], ev["to"]) == (text, bob.boundjid.full, a_jid)
+        await message_to_js(bob, js, full, "reply to your full JID")
+        await message_to_js(bob, js, a_jid, text)
         assert not js.of("error"), js.describe()
     finally:
         await js.close()
@@ -321,13 +168,9 @@ async def test_xmppjs_resumes_after_a_dropped_connection(server: LiveServer) -> 
         full = (await js.wait_for("online"))["jid"]
         enabled = await js.wait_for("nonza", lambda e: e["name"] == "enabled")
         sm_id = enabled["attrs"]["id"]
-        # The xmpp.js user comes online; Bob subscribes to it and is approved
-        # (requests reach only available resources, RFC 6121 §3.1.3).
+        # The xmpp.js user comes online; Bob subscribes to it and is approved.
         await js.command("presence")
-        bob.send_presence_subscription(pto=a_jid)
-        await js.wait_for("presence", lambda e: e["type"] == "subscribe" and e["from"] == b_jid)
-        await js.command("presence", to=b_jid, type="subscribed")
-        await bob.next_presence(lambda p: p["from"].full == full and p["type"] == "available", 10)
+        await subscribe(bob, js, a_jid, full)
         bob.send_message(mto=full, mbody="before", mtype="chat")
         assert (await js.wait_for("message"))["body"] == "before"
 
@@ -350,19 +193,11 @@ async def test_xmppjs_resumes_after_a_dropped_connection(server: LiveServer) -> 
         assert [e for e in after if e["event"] == "online"] == []
 
         # The session goes on, both ways.
-        await js.command("send", to=b_jid, body="back again")
-        got_back = await bob.next_message(10)
-        assert got_back["body"] == "back again" and got_back["from"].full == full
-        bob.send_message(mto=full, mbody="welcome back", mtype="chat")
-        assert (await js.wait_for("message"))["body"] == "welcome back"
+        await chat_both_ways(js, bob, full, "back again", "welcome back")
         await asyncio.sleep(1.0)
-        bodies = [e["body"] for e in js.of("message")]
+        bodies = js.bodies()
         assert bodies == ["before", "gap 0", "gap 1", "gap 2", "welcome back"], bodies
-        seen: list[str] = []
-        while not bob.presences.empty():
-            p = bob.presences.get_nowait()
-            if p["from"].bare == a_jid:
-                seen.append(p["type"])
+        seen = presence_types_from(bob, a_jid)
         assert "unavailable" not in seen, seen
         assert not js.of("error"), js.describe()
     finally:
@@ -478,11 +313,6 @@ async def ws_connect(
             await ws.close()
 
 
-def plain_auth(jid: str, password: str) -> str:
-    token = base64.b64encode(f"\0{jid.partition('@')[0]}\0{password}".encode()).decode()
-    return f"<auth xmlns='{SASL}' mechanism='PLAIN'>{token}</auth>"
-
-
 async def ws_login(c: WSClient, jid: str, password: str, resource: str) -> str:
     """Open, SASL PLAIN (offered: loopback counts as encrypted), reopen, bind: the full JID."""
     _, features, _ = await c.open(jid.partition("@")[2])
@@ -490,7 +320,7 @@ async def ws_login(c: WSClient, jid: str, password: str, resource: str) -> str:
     assert "PLAIN" in mechs and "SCRAM-SHA-256" in mechs, mechs
     # No STARTTLS on WebSocket: TLS belongs to the WebSocket layer (RFC 7395 §3.9).
     assert features.find(tag("starttls", "urn:ietf:params:xml:ns:xmpp-tls")) is None
-    await c.send(plain_auth(jid, password))
+    await c.send(plain(jid, password))
     assert (await c.element()).tag == tag("success", SASL)
     _, features, _ = await c.open(jid.partition("@")[2])
     assert features.find(tag("bind", BIND)) is not None
@@ -745,7 +575,7 @@ async def test_stanza_after_sasl_without_reopening_is_refused(
     jid, password = await server.make_user("wsnoreopen")
     async with ws_connect(server) as c:
         await c.open()
-        await c.send(plain_auth(jid, password))
+        await c.send(plain(jid, password))
         assert (await c.element()).tag == tag("success", SASL)
         await c.send(
             f"<iq type='set' id='early' xmlns='{CLIENT}'><bind xmlns='{BIND}'>"
@@ -778,27 +608,6 @@ async def test_open_again_without_a_restart_ends_the_stream(
 
 
 # Stream management over WebSocket (XEP-0198) -------------------------------------------------
-
-
-async def tcp_messages(c: RawClient, n: int, timeout: float = 5) -> list[ET.Element]:
-    out: list[ET.Element] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < n:
-        el = await next_stanza(c, max(0.1, deadline - time.monotonic()))
-        if el.tag == tag("message", CLIENT):
-            out.append(el)
-    return out
-
-
-async def tcp_quiet(c: RawClient, seconds: float = 0.5) -> list[ET.Element]:
-    out: list[ET.Element] = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            out.append(await next_stanza(c, left))
-        except (AssertionError, TimeoutError):
-            break
-    return out
 
 
 def bodies(els: list[ET.Element]) -> list[str]:
@@ -842,7 +651,7 @@ async def test_websocket_session_dropped_then_resumed(
     if again_over == "websocket":
         async with ws_connect(server) as new:
             await new.open()
-            await new.send(plain_auth(a_jid, a_pw))
+            await new.send(plain(a_jid, a_pw))
             assert (await new.element()).tag == tag("success", SASL)
             await new.open()
             await new.send(resume)
@@ -854,7 +663,7 @@ async def test_websocket_session_dropped_then_resumed(
             await bob.send(chat(a_full, "five"))
             assert bodies(await new.messages(1)) == ["five"]
             await new.send(chat(b_full, "from the same session", framed=True))
-            (back,) = await tcp_messages(bob, 1)
+            (back,) = await messages(bob, 1)
             assert back.get("from") == a_full
             await new.send(CLOSE)
             await new.until_closed()
@@ -864,10 +673,10 @@ async def test_websocket_session_dropped_then_resumed(
         resumed = await next_stanza(new_tcp)
         assert resumed.tag == tag("resumed", SM), ET.tostring(resumed)
         assert resumed.get("previd") == sm_id and resumed.get("h") == "1"
-        assert bodies(await tcp_messages(new_tcp, 3)) == ["two", "three", "four"]
-        assert bodies(await tcp_quiet(new_tcp, 0.5)) == []
+        assert bodies(await messages(new_tcp, 3)) == ["two", "three", "four"]
+        assert bodies(await quiet(new_tcp, 0.5)) == []
         await bob.send(chat(a_full, "five"))
-        assert bodies(await tcp_messages(new_tcp, 1)) == ["five"]
+        assert bodies(await messages(new_tcp, 1)) == ["five"]
         await close_quietly(new_tcp)
     await close_quietly(bob)
     await still_alive(witness)

@@ -6,12 +6,12 @@
 // SERVICE is the BOSH URL (http://host:port/http-bind), JID the bare JID. Each argument
 // may instead come from the environment: XMPP_SERVICE, XMPP_JID, XMPP_PASSWORD,
 // XMPP_RESOURCE. Further settings, all optional: XMPP_BOSH_WAIT (the BOSH 'wait' asked
-// for, s, default 10), XMPP_TIMEOUT (ms any one step may take, default 15000),
-// XMPP_LIFETIME (ms after which the script exits whatever happens, default 120000),
-// XMPP_DEBUG (1: strophe's debug log on stderr), XMPP_OPTIONAL_SESSION (what to do
-// when the server offers session establishment as <optional/> (RFC 6121 §E.1,
-// draft-cridland-xmpp-session): "send" the legacy session <iq/> after binding anyway, as
-// strophe does, the default; or "skip" it, as clients written for RFC 6121 do).
+// for, s, default 10), XMPP_DEBUG (1: strophe's debug log on stderr),
+// XMPP_OPTIONAL_SESSION (what to do when the server offers session establishment as
+// <optional/> (RFC 6121 §E.1, draft-cridland-xmpp-session): "send" the legacy session
+// <iq/> after binding anyway, as strophe does, the default; or "skip" it, as clients
+// written for RFC 6121 do), and XMPP_TIMEOUT and XMPP_LIFETIME as driver.mjs says (the
+// JSON-line I/O, bounded waits and exit this script shares with xmppjs_client.mjs).
 //
 // Node has no XMLHttpRequest, which strophe's BOSH transport needs: xhr2 provides it
 // (keep-alive connections, as a browser's), with responseXML added from the DOM
@@ -55,23 +55,31 @@
 //   {"event":"failed","condition":"...","h":...}
 //   {"event":"fault","mode":"...","rid":N,"status":N}   the failure `fail` asked for happened
 //   {"event":"ok","cmd":"..."}                   a command was carried out
-//   {"event":"error","message":"...","cmd":"..."}
+//   {"event":"error","message":"...","condition":...,"name":"...","cmd":"..."}
 //   {"event":"exit","code":0}
 // Every wait is bounded: by XMPP_TIMEOUT for each step, XMPP_LIFETIME for the whole run.
 
-import { createInterface } from "node:readline";
-
 import NodeXMLHttpRequest from "xhr2";
 
-const [service, bareJid, password, resource] = [
-  ["XMPP_SERVICE", 2],
-  ["XMPP_JID", 3],
-  ["XMPP_PASSWORD", 4],
-  ["XMPP_RESOURCE", 5],
-].map(([name, i]) => process.argv[i] ?? process.env[name]);
+import {
+  bounded,
+  emit,
+  messageAttrs,
+  presenceAttrs,
+  serve,
+  settings,
+  start,
+  stepTimeout,
+  usage,
+} from "./driver.mjs";
+
+const [service, bareJid, password, resource] = settings(
+  "XMPP_SERVICE",
+  "XMPP_JID",
+  "XMPP_PASSWORD",
+  "XMPP_RESOURCE",
+);
 const boshWait = Number(process.env.XMPP_BOSH_WAIT ?? 10);
-const stepTimeout = Number(process.env.XMPP_TIMEOUT ?? 15000);
-const lifetime = Number(process.env.XMPP_LIFETIME ?? 120000);
 const debug = process.env.XMPP_DEBUG === "1";
 const optionalSession = process.env.XMPP_OPTIONAL_SESSION ?? "send";
 
@@ -83,23 +91,8 @@ for (const name of ["log", "info", "debug"]) {
   console[name] = (...args) => console.error(...args);
 }
 
-function emit(event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
-}
-
-let exiting = false;
-function exit(code) {
-  if (exiting) return;
-  exiting = true;
-  emit("exit", { code });
-  // Let stdout drain before the process goes.
-  process.stdout.write("", () => process.exit(code));
-  setTimeout(() => process.exit(code), 1000).unref();
-}
-
 if (!service || !bareJid || !password) {
-  emit("error", { message: "usage: strophe_bosh_client.mjs SERVICE JID PASSWORD [RESOURCE]" });
-  process.exit(2);
+  usage("strophe_bosh_client.mjs SERVICE JID PASSWORD [RESOURCE]");
 }
 
 // -- XMLHttpRequest ------------------------------------------------------------------
@@ -430,17 +423,6 @@ function connect(c) {
   });
 }
 
-function bounded(promise, what) {
-  let timer;
-  const limit = new Promise((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`${what}: not done within ${stepTimeout} ms`)),
-      stepTimeout,
-    );
-  });
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
-}
-
 async function stop() {
   if (!conn || !conn.connected) return;
   const gone = waitFor(
@@ -454,16 +436,11 @@ async function stop() {
 async function run(command) {
   switch (command.cmd) {
     case "send": {
-      const attrs = { to: command.to, type: command.type ?? "chat" };
-      if (command.id) attrs.id = command.id;
-      conn.send($msg(attrs).c("body").t(command.body));
+      conn.send($msg(messageAttrs(command)).c("body").t(command.body));
       break;
     }
     case "presence": {
-      const attrs = {};
-      if (command.to) attrs.to = command.to;
-      if (command.type) attrs.type = command.type;
-      conn.send($pres(attrs));
+      conn.send($pres(presenceAttrs(command)));
       break;
     }
     case "enable": {
@@ -503,54 +480,16 @@ async function run(command) {
       armed = { mode: command.mode, delay: command.delay, notify: command.notify };
       break;
     }
-    case "stop": {
-      await stop();
-      emit("ok", { cmd: "stop" });
-      exit(0);
-      return;
-    }
     default:
       throw new Error(`unknown command ${JSON.stringify(command.cmd)}`);
   }
-  emit("ok", { cmd: command.cmd });
 }
 
-// Commands run one at a time, in order.
-let queue = Promise.resolve();
-const lines = createInterface({ input: process.stdin });
-lines.on("line", (line) => {
-  if (!line.trim()) return;
-  queue = queue.then(async () => {
-    let command;
-    try {
-      command = JSON.parse(line);
-      await run(command);
-    } catch (err) {
-      emit("error", { message: String(err?.message ?? err), cmd: command?.cmd ?? null });
-    }
-  });
-});
-// The test is gone: leave, with a terminate if that is quick.
-lines.on("close", () => {
-  queue.then(async () => {
-    try {
-      await stop();
-    } catch {}
-    exit(0);
-  });
-});
-
-setTimeout(() => {
-  emit("error", { message: `still running after ${lifetime} ms: giving up` });
-  exit(3);
-}, lifetime).unref();
-
-conn = newConnection(false);
-try {
+// stop, and the end of stdin: a terminate body, if that is quick.
+serve(run, stop);
+await start(async () => {
+  conn = newConnection(false);
   await bounded(connect(conn), "connect");
   fullJid = conn.jid;
   emit("online", { jid: fullJid });
-} catch (err) {
-  emit("error", { message: String(err?.message ?? err), cmd: "start" });
-  exit(1);
-}
+});

@@ -6,8 +6,8 @@
 // Each argument may instead come from the environment: XMPP_SERVICE, XMPP_DOMAIN,
 // XMPP_USERNAME, XMPP_PASSWORD, XMPP_RESOURCE. Further settings, all optional:
 // XMPP_RECONNECT_DELAY (ms before the library reconnects after a lost connection,
-// default 1000), XMPP_TIMEOUT (ms any one step may take, default 15000),
-// XMPP_LIFETIME (ms after which the script exits whatever happens, default 120000).
+// default 1000), and XMPP_TIMEOUT and XMPP_LIFETIME as driver.mjs says (the JSON-line
+// I/O, bounded waits and exit this script shares with strophe_bosh_client.mjs).
 //
 // stdin, one JSON object a line:
 //   {"cmd":"send","to":"...","body":"...","type":"chat"}  a message
@@ -30,56 +30,33 @@
 //   {"event":"exit","code":0}
 // Every wait is bounded: by XMPP_TIMEOUT for each step, XMPP_LIFETIME for the whole run.
 
-import { createInterface } from "node:readline";
-
 import { client, xml } from "@xmpp/client";
 import { WebSocket as WS } from "ws";
 
-const [service, domain, username, password, resource] = [
-  ["XMPP_SERVICE", 2],
-  ["XMPP_DOMAIN", 3],
-  ["XMPP_USERNAME", 4],
-  ["XMPP_PASSWORD", 5],
-  ["XMPP_RESOURCE", 6],
-].map(([name, i]) => process.argv[i] ?? process.env[name]);
+import {
+  bounded,
+  emit,
+  errorFields,
+  messageAttrs,
+  presenceAttrs,
+  serve,
+  settings,
+  start,
+  stepTimeout,
+  usage,
+} from "./driver.mjs";
+
+const [service, domain, username, password, resource] = settings(
+  "XMPP_SERVICE",
+  "XMPP_DOMAIN",
+  "XMPP_USERNAME",
+  "XMPP_PASSWORD",
+  "XMPP_RESOURCE",
+);
 const reconnectDelay = Number(process.env.XMPP_RECONNECT_DELAY ?? 1000);
-const stepTimeout = Number(process.env.XMPP_TIMEOUT ?? 15000);
-const lifetime = Number(process.env.XMPP_LIFETIME ?? 120000);
-
-function emit(event, fields = {}) {
-  process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
-}
-
-function errorFields(err) {
-  return {
-    message: String(err?.message ?? err),
-    condition: err?.condition ?? null,
-    name: err?.name ?? null,
-  };
-}
-
-let exiting = false;
-function exit(code) {
-  if (exiting) return;
-  exiting = true;
-  emit("exit", { code });
-  // Let stdout drain before the process goes.
-  process.stdout.write("", () => process.exit(code));
-  setTimeout(() => process.exit(code), 1000).unref();
-}
-
-function bounded(promise, what) {
-  let timer;
-  const limit = new Promise((_, reject) => {
-    const fail = () => reject(new Error(`${what}: not done within ${stepTimeout} ms`));
-    timer = setTimeout(fail, stepTimeout);
-  });
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
-}
 
 if (!service || !domain || !username || !password) {
-  emit("error", { message: "usage: xmppjs_client.mjs SERVICE DOMAIN USERNAME PASSWORD [RESOURCE]" });
-  process.exit(2);
+  usage("xmppjs_client.mjs SERVICE DOMAIN USERNAME PASSWORD [RESOURCE]");
 }
 
 // @xmpp/websocket uses the global WebSocket, which Node 20 does not have without
@@ -131,16 +108,12 @@ xmpp.on("stanza", (stanza) => {
 async function run(command) {
   switch (command.cmd) {
     case "send": {
-      const attrs = { to: command.to, type: command.type ?? "chat" };
-      if (command.id) attrs.id = command.id;
-      await bounded(xmpp.send(xml("message", attrs, xml("body", {}, command.body))), "send");
+      const message = xml("message", messageAttrs(command), xml("body", {}, command.body));
+      await bounded(xmpp.send(message), "send");
       break;
     }
     case "presence": {
-      const attrs = {};
-      if (command.to) attrs.to = command.to;
-      if (command.type) attrs.type = command.type;
-      await bounded(xmpp.send(xml("presence", attrs)), "presence");
+      await bounded(xmpp.send(xml("presence", presenceAttrs(command))), "presence");
       break;
     }
     case "drop": {
@@ -151,51 +124,11 @@ async function run(command) {
       emit("dropped");
       break;
     }
-    case "stop": {
-      await bounded(xmpp.stop(), "stop");
-      emit("ok", { cmd: "stop" });
-      exit(0);
-      return;
-    }
     default:
       throw new Error(`unknown command ${JSON.stringify(command.cmd)}`);
   }
-  emit("ok", { cmd: command.cmd });
 }
 
-// Commands run one at a time, in order.
-let queue = Promise.resolve();
-const lines = createInterface({ input: process.stdin });
-lines.on("line", (line) => {
-  if (!line.trim()) return;
-  queue = queue.then(async () => {
-    let command;
-    try {
-      command = JSON.parse(line);
-      await run(command);
-    } catch (err) {
-      emit("error", { ...errorFields(err), cmd: command?.cmd ?? null });
-    }
-  });
-});
-// The test is gone: leave, closing the stream if that is quick.
-lines.on("close", () => {
-  queue.then(async () => {
-    try {
-      await bounded(xmpp.stop(), "stop");
-    } catch {}
-    exit(0);
-  });
-});
-
-setTimeout(() => {
-  emit("error", { message: `still running after ${lifetime} ms: giving up` });
-  exit(3);
-}, lifetime).unref();
-
-try {
-  await bounded(xmpp.start(), "start");
-} catch (err) {
-  emit("error", { ...errorFields(err), cmd: "start" });
-  exit(1);
-}
+// stop, and the end of stdin: <close/>, if that is quick.
+serve(run, () => bounded(xmpp.stop(), "stop"));
+await start(() => bounded(xmpp.start(), "start"));
