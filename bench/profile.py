@@ -1,6 +1,7 @@
 """Profile Descant under the chat scenario with py-spy (``pip install -e '.[bench]'``).
 
-    python -m bench.profile [--pairs 100] [--duration 15] [--scenario chat|chat-sm|presence|muc]
+    python -m bench.profile [--pairs 100] [--duration 15]
+                            [--scenario chat|chat-ws|chat-sm|presence|muc]
 
 Starts Descant as ``make bench`` does, loads it (closed-loop saturation), samples it
 with ``py-spy record --nonblocking`` and prints the functions with the most samples:
@@ -51,7 +52,9 @@ def summarize(raw: Path, top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.profile", description=__doc__)
-    ap.add_argument("--scenario", default="chat", choices=["chat", "chat-sm", "presence", "muc"])
+    ap.add_argument(
+        "--scenario", default="chat", choices=["chat", "chat-ws", "chat-sm", "presence", "muc"]
+    )
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--workers", type=int, default=2)
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         rosters = scenarios.presence_rosters(2)
         srv.prepare([*users, *rosters], rosters)
         srv.start()
-        pool = Pool(args.workers, "127.0.0.1", srv.port, DOMAIN, PASSWORD)
+        pool = Pool(args.workers, "127.0.0.1", srv.port, DOMAIN, PASSWORD, srv.http_port)
         raw = Path(args.raw) if args.raw else work / "raw.txt"
         try:
             # Sampling starts with the measured phase, and stops before it ends.
@@ -90,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                 str(srv.pid),
             ]
             spy: list[subprocess.Popen[bytes]] = []
-            # chat-sm measures a warm-up and the plain phase first: sample the third.
-            skip = [2 if args.scenario == "chat-sm" else 0]
+            # chat-ws and chat-sm measure a warm-up and a reference phase first: sample
+            # the third phase (the first of the mode under study).
+            skip = [2 if args.scenario in ("chat-ws", "chat-sm") else 0]
 
             def start_spy() -> None:
                 if skip[0]:
@@ -103,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
             scenarios.Meter.on_next_start = start_spy
-            if args.scenario == "chat-sm":
+            if args.scenario == "chat-ws":
+                res = scenarios.chat_ws(srv, pool, args.pairs, args.duration, 16)
+            elif args.scenario == "chat-sm":
                 res = scenarios.chat_sm(srv, pool, args.pairs, args.duration, 16)
             elif args.scenario == "chat":
                 res = scenarios.chat(srv, pool, args.pairs, args.duration, 2000, 16)[0]

@@ -57,6 +57,7 @@ METRICS = [
     ("chat-{rate}", "cpu_us_per_msg", "µs CPU per delivered message", "lower"),
     ("chat-ws", "msgs_per_s", "delivered msgs/s at saturation, WebSocket", "higher"),
     ("chat-ws", "cpu_us_per_msg", "µs CPU per delivered message, WebSocket", "lower"),
+    ("chat-ws", "ratio_to_tcp", "CPU per message, WebSocket / TCP (same process)", "lower"),
     ("chat-sm", "msgs_per_s", "delivered msgs/s at saturation, stream management", "higher"),
     ("chat-sm", "cpu_us_per_msg", "µs CPU per delivered message, stream management", "lower"),
     ("chat-sm", "ratio_to_plain", "CPU per message, SM / without SM (same process)", "lower"),

@@ -64,14 +64,27 @@ class Meter:
             hook()
         self.server, self.pool = server, pool
         self.cpu0, self.gen0, self.t0 = server.cpu(), pool.cpu(), time.monotonic()
+        self.io0 = syscalls(server.pid)
 
     def done(self) -> tuple[float, float, float]:
         """(server CPU s, generator CPU s, wall s) since creation."""
+        reads, writes = syscalls(self.server.pid)
+        self.reads, self.writes = reads - self.io0[0], writes - self.io0[1]
         return (
             self.server.cpu() - self.cpu0,
             self.pool.cpu() - self.gen0,
             time.monotonic() - self.t0,
         )
+
+
+def syscalls(pid: int) -> tuple[int, int]:
+    """The read and write system calls a process made so far (/proc/PID/io)."""
+    counts = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            counts[key] = int(value)
+    return counts.get("syscr", 0), counts.get("syscw", 0)
 
 
 def login_plain(pool: Pool, users: list[str]) -> float:
@@ -196,7 +209,14 @@ def _saturate(
         "delivered": received,
         "msgs_per_s": in_window / elapsed,
         "cpu_us_per_msg": cpu * 1e6 / max(received, 1),
+        # Reads and writes (system calls) per delivered message: batching at work.
+        "reads_per_msg": m.reads / max(received, 1),
+        "writes_per_msg": m.writes / max(received, 1),
         "generator_cpu_s": gen,
+        # Raw totals, for phases measured in parts (_alternate).
+        "cpu_s": cpu,
+        "elapsed_s": elapsed,
+        "writes": m.writes,
     }
     if batch > 1:
         out["acks_sent"] = sum(r["acks_sent"] for r in res)
@@ -211,16 +231,65 @@ def _pair_parts(pool: Pool, pairs_n: int) -> tuple[list[list[tuple[str, str]]], 
     return parts, [[u for p in part for u in p] for part in parts]
 
 
+ROUNDS = 3  # chat-ws, chat-sm: alternating phases of each kind
+
+
+def _alternate(
+    server: Server,
+    pool: Pool,
+    pairs_n: int,
+    duration: float,
+    window: int,
+    modes: tuple[tuple[str, int], tuple[str, int]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saturation phase in two modes — (login mode, messages per ``<r/>``), the
+    reference first — alternating ROUNDS times in one server process, so that both
+    see the same machine: a comparison minutes apart carries its drift (±25% here).
+    Returns each mode's figures over all its rounds."""
+    parts, users = _pair_parts(pool, pairs_n)
+    _login(pool, users, modes[0][0])
+    _quiet(pool)
+    _saturate(server, pool, parts, min(duration, 1.0), window)  # warm-up, not measured
+    pool.all("close")
+    totals: list[dict[str, float]] = [{}, {}]
+    for _ in range(ROUNDS):
+        for total, (mode, batch) in zip(totals, modes, strict=True):
+            _login(pool, users, mode)
+            _quiet(pool)
+            res = _saturate(server, pool, parts, max(duration / ROUNDS, 2.0), window, batch)
+            pool.all("close")
+            for key in ("delivered", "cpu_s", "elapsed_s", "writes", "acks_sent"):
+                total[key] = total.get(key, 0) + res.get(key, 0)
+    out = []
+    for total in totals:
+        n = max(total["delivered"], 1)
+        out.append(
+            {
+                "delivered": int(total["delivered"]),
+                "msgs_per_s": total["delivered"] / total["elapsed_s"],
+                "cpu_us_per_msg": total["cpu_s"] * 1e6 / n,
+                "writes_per_msg": total["writes"] / n,
+                **({"acks_sent": int(total["acks_sent"])} if total.get("acks_sent") else {}),
+            }
+        )
+    return out[0], out[1]
+
+
 def chat_ws(
     server: Server, pool: Pool, pairs_n: int, duration: float, window: int
 ) -> dict[str, Any]:
-    """The saturation phase of ``chat`` with every client on WebSocket (RFC 7395)."""
-    parts, users = _pair_parts(pool, pairs_n)
-    _login(pool, users, "ws")
-    _quiet(pool)
-    sat = _saturate(server, pool, parts, duration, window)
-    pool.all("close")
-    return {"scenario": "chat-ws", "pairs": pairs_n, **sat}
+    """The saturation phase of ``chat`` with every client on WebSocket (RFC 7395),
+    against TCP in the same server process, alternating."""
+    tcp, ws = _alternate(server, pool, pairs_n, duration, window, (("plain", 1), ("ws", 1)))
+    return {
+        "scenario": "chat-ws",
+        "pairs": pairs_n,
+        **ws,
+        "msgs_per_s_tcp": tcp["msgs_per_s"],
+        "cpu_us_per_msg_tcp": tcp["cpu_us_per_msg"],
+        "writes_per_msg_tcp": tcp["writes_per_msg"],
+        "ratio_to_tcp": ws["cpu_us_per_msg"] / tcp["cpu_us_per_msg"],
+    }
 
 
 SM_BATCH = 5  # chat-sm: a client sends <r/> after every SM_BATCH messages
@@ -230,25 +299,17 @@ def chat_sm(
     server: Server, pool: Pool, pairs_n: int, duration: float, window: int
 ) -> dict[str, Any]:
     """The saturation phase of ``chat`` with stream management on every connection,
-    against the same phase without it in the same server process (a reference
-    minutes apart would carry the machine's drift, ±25% here)."""
-    parts, users = _pair_parts(pool, pairs_n)
-    _login(pool, users, "plain")
-    _quiet(pool)
-    _saturate(server, pool, parts, min(duration, 1.0), window)  # warm-up, not measured
-    _quiet(pool)
-    plain = _saturate(server, pool, parts, duration, window)
-    pool.all("close")
-    _login(pool, users, "sm")
-    _quiet(pool)
-    sm = _saturate(server, pool, parts, duration, window, SM_BATCH)
-    pool.all("close")
+    against the same without it in the same server process, alternating."""
+    plain, sm = _alternate(
+        server, pool, pairs_n, duration, window, (("plain", 1), ("sm", SM_BATCH))
+    )
     return {
         "scenario": "chat-sm",
         "pairs": pairs_n,
         **sm,
         "msgs_per_s_plain": plain["msgs_per_s"],
         "cpu_us_per_msg_plain": plain["cpu_us_per_msg"],
+        "writes_per_msg_plain": plain["writes_per_msg"],
         "ratio_to_plain": sm["cpu_us_per_msg"] / plain["cpu_us_per_msg"],
     }
 

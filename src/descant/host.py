@@ -4,7 +4,8 @@ items modules provide (disco features and identities, stream features)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from descant.events import EventBus
 from descant.modules import Module, load_modules
@@ -30,6 +31,8 @@ class Host:
         self.identities: list[tuple[str, str, str]] = []
         self.stream_features: list[ET.Element] = []
         self.requests = IqRequests(self)  # the server's own iq requests and their answers
+        # nonza/<ns>:<tag> → a handler that needs no waiting (Module.hook_nonza).
+        self.sync_nonzas: dict[str, Callable[[Any], bool]] = {}
 
     @property
     def storage(self) -> Storage:

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from time import time as _now
 from typing import TYPE_CHECKING
 
 from descant.c2s.sm import StreamManagement
@@ -100,8 +101,12 @@ class ClientSession:
     def deliver(self, stanza: ET.Element) -> None:
         """Past the filter: counted for stream management and written if live."""
         sm = self.sm
-        if sm is not None and not sm.track(stanza) and not self._overflowed:
-            self._overflow()
+        if sm is not None:
+            # StreamManagement.track, inline: this runs for every stanza sent.
+            items = sm.items
+            items.append((stanza, _now()))
+            if len(items) - sm.head > sm.limit and not self._overflowed:
+                self._overflow()
         stream = self.stream
         if stream is not None:
             stream.send(stanza)

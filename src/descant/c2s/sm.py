@@ -46,12 +46,12 @@ def parse_h(value: str | None) -> int | None:
 
 class StreamManagement:
     __slots__ = (
-        "_head",
-        "_items",
         "acked",
         "awaiting",
         "handled",
+        "head",
         "id",
+        "items",
         "limit",
         "max",
         "resumable",
@@ -65,15 +65,16 @@ class StreamManagement:
         self.handled = 0
         self.acked = 0
         self.awaiting = False  # an <r/> of ours is unanswered
-        # The unacknowledged queue is _items[_head:]: an ack moves the head, and the
+        # The unacknowledged queue is items[head:]: an ack moves the head, and the
         # acknowledged front is cut off in one step once it is half the list (acks
         # come often and cover many stanzas; popping them one by one cost more).
-        self._items: list[tuple[ET.Element, float]] = []
-        self._head = 0
+        # ClientSession.deliver appends to it directly (the hot path).
+        self.items: list[tuple[ET.Element, float]] = []
+        self.head = 0
 
     @property
     def unacked(self) -> int:
-        return len(self._items) - self._head
+        return len(self.items) - self.head
 
     @property
     def sent(self) -> int:
@@ -81,13 +82,13 @@ class StreamManagement:
 
     def pending(self) -> list[tuple[ET.Element, float]]:
         """The unacknowledged stanzas, oldest first, with when each was sent."""
-        return self._items[self._head :]
+        return self.items[self.head :]
 
     def track(self, stanza: ET.Element) -> bool:
         """Record a stanza sent to the client; False once the queue is over its bound."""
-        items = self._items
+        items = self.items
         items.append((stanza, time.time()))
-        return len(items) - self._head <= self.limit
+        return len(items) - self.head <= self.limit
 
     def count_handled(self) -> None:
         self.handled = (self.handled + 1) & MASK
@@ -97,19 +98,19 @@ class StreamManagement:
         n = (h - self.acked) & MASK
         if n > self.unacked:
             raise HandledCountTooHigh(h, self.sent)
-        head = self._head + n
-        items = self._items
+        head = self.head + n
+        items = self.items
         if head * 2 >= len(items):
             del items[:head]
             head = 0
-        self._head = head
+        self.head = head
         self.acked = h
         self.awaiting = False
 
     def take_unacked(self) -> list[tuple[ET.Element, float]]:
         out = self.pending()
-        self._items = []
-        self._head = 0
+        self.items = []
+        self.head = 0
         return out
 
     def answer(self) -> str:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from descant.c2s import features
 from descant.c2s.sasl import SCRAM_MECHANISMS, Challenge, Failure, PlainAuth, ScramAuth, Step
 from descant.c2s.session import ClientSession
-from descant.c2s.sm import REQUEST, StreamManagement
+from descant.c2s.sm import MASK, REQUEST, StreamManagement
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse, prep_resource
 from descant.net.connection import StreamConnection
@@ -542,14 +542,18 @@ class ClientStream(StreamConnection):
     def _handled(session: ClientSession) -> None:
         sm = session.sm
         if sm is not None:
-            sm.count_handled()
+            sm.handled = (sm.handled + 1) & MASK
 
     async def _nonza(self, el: ET.Element) -> None:
         """Hand a nonza to the module that takes it (``nonza/<ns>:<tag>``); nobody
         taking it ends the stream. Stream management acks come every few stanzas:
         this path is kept short."""
         name = nonza_key(el)
-        events = self.host.events
+        host = self.host
+        sync = host.sync_nonzas.get(name)
+        if sync is not None and sync(NonzaEvent(el, self, self.session)):
+            return
+        events = host.events
         if events.has(name):
             try:
                 if await events.fire(name, NonzaEvent(el, self, self.session)) is not None:

@@ -49,8 +49,9 @@ class StreamManagementModule(Module):
         self._feature = ET.Element(f"{{{NS}}}sm")
         self.host.stream_features.append(self._feature)
         self.hook(f"nonza/{NS}:enable", self.enable)
-        self.hook(f"nonza/{NS}:r", self.request)
-        self.hook(f"nonza/{NS}:a", self.ack)
+        # Acks come every few stanzas and need no waiting.
+        self.hook_nonza(f"{NS}:r", self.request)
+        self.hook_nonza(f"{NS}:a", self.ack)
         self.hook(f"nonza/{NS}:resume", self.resume)
 
     def unload(self) -> None:
@@ -82,14 +83,14 @@ class StreamManagementModule(Module):
         session.sm = sm
         return True
 
-    async def request(self, ev: NonzaEvent) -> bool:
+    def request(self, ev: NonzaEvent) -> bool:
         session = ev.session
         if session is not None and session.sm is not None:
             # Out with this turn's output: one write, not one per request.
             ev.stream.queue_text(session.sm.answer())
         return True  # an <r/> before <enable/> means nothing: ignored
 
-    async def ack(self, ev: NonzaEvent) -> bool:
+    def ack(self, ev: NonzaEvent) -> bool:
         session = ev.session
         sm = session.sm if session is not None else None
         if sm is None:

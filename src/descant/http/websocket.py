@@ -23,7 +23,7 @@ import ssl
 import struct
 from typing import TYPE_CHECKING, Any, cast
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from descant.c2s.stream import ClientStream
 from descant.errors import StreamError
@@ -38,16 +38,20 @@ PATH = "/xmpp-websocket"
 # A frame this much larger than a stanza still reaches the parser, which refuses
 # it with an XMPP stream error; beyond it the WebSocket layer closes (1009).
 FRAME_SLACK = 65536
+# Bytes of already-received messages handed to the stream in one go, at most.
+BATCH = 65536
 
 
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, final text frame (RFC 6455 §5.2): servers never mask."""
-    n = len(payload)
+_SHORT = [struct.pack("!BB", 0x81, n) for n in range(126)]  # headers of short frames
+_MEDIUM = struct.Struct("!BBH").pack
+
+
+def frame_header(n: int) -> bytes:
     if n < 126:
-        return struct.pack("!BB", 0x81, n) + payload
+        return _SHORT[n]
     if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+        return _MEDIUM(0x81, 126, n)
+    return struct.pack("!BBQ", 0x81, 127, n)
 
 
 class WebSocketTransport:
@@ -56,6 +60,7 @@ class WebSocketTransport:
     __slots__ = (
         "_closer",
         "_closing",
+        "_held",
         "_transport",
         "_ws",
         "can_starttls",
@@ -79,6 +84,7 @@ class WebSocketTransport:
         self.stream: XMLStream | None = None
         self._closing = False
         self._closer: asyncio.Task[Any] | None = None
+        self._held: WSMessage | None = None
 
     async def wait_input(self) -> bool:
         stream = self.stream
@@ -86,9 +92,21 @@ class WebSocketTransport:
         while True:
             if self._closing:
                 return False
-            msg = await self._ws.receive()
+            msg, self._held = self._held, None
+            if msg is None:
+                msg = await self._ws.receive()
             if msg.type is WSMsgType.TEXT:
                 stream.receive_data(msg.data)
+                # Messages aiohttp has already read are taken now (receive() returns
+                # them without waiting): the stream then handles them in one pass
+                # rather than one wake-up of its loop per message.
+                queued = getattr(self._ws._reader, "_buffer", None)
+                while queued and stream.buffered < BATCH:
+                    msg = await self._ws.receive()
+                    if msg.type is not WSMsgType.TEXT:
+                        self._held = msg  # handled at the next call
+                        break
+                    stream.receive_data(msg.data)
                 return True
             if msg.type is WSMsgType.BINARY:
                 err = StreamError("bad-format", "XMPP over WebSocket uses text messages")
@@ -104,7 +122,12 @@ class WebSocketTransport:
         transport = self._transport
         if transport.is_closing() or self._closing:
             return
-        transport.write(b"".join(text_frame(p.encode("utf-8")) for p in parts))
+        out: list[bytes] = []
+        for part in parts:
+            data = part.encode("utf-8")
+            out.append(frame_header(len(data)))
+            out.append(data)
+        transport.write(b"".join(out))
 
     def write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size()
