@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         srv.start()
         pool = Pool(args.workers, "127.0.0.1", srv.port, DOMAIN, PASSWORD, srv.http_port)
         raw = Path(args.raw) if args.raw else work / "raw.txt"
+        alternating = args.scenario in ("chat-ws", "chat-sm")
+        phase = max(args.duration / scenarios.ROUNDS, 2.0) if alternating else args.duration - 2
         try:
             # Sampling starts with the measured phase, and stops before it ends.
             record = [
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                 "-o",
                 str(raw),
                 "-d",
-                str(max(int(args.duration) - 3, 1)),
+                # chat-ws and chat-sm measure in ROUNDS phases of duration/ROUNDS each.
+                str(max(int(phase) - 1, 1)),
                 "-p",
                 str(srv.pid),
             ]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 from descant.c2s.sm import StreamManagement
 from descant.jid import JID
+from descant.xml.serialize import serialize
 
 if TYPE_CHECKING:
     from descant.c2s.manager import ClientManager
@@ -99,17 +100,25 @@ class ClientSession:
         self.deliver(stanza)
 
     def deliver(self, stanza: ET.Element) -> None:
-        """Past the filter: counted for stream management and written if live."""
-        sm = self.sm
-        if sm is not None:
-            # StreamManagement.track, inline: this runs for every stanza sent.
-            items = sm.items
-            items.append((stanza, _now()))
-            if len(items) - sm.head > sm.limit and not self._overflowed:
-                self._overflow()
+        """Past the filter: written if live, and kept until acknowledged (XEP-0198)."""
         stream = self.stream
+        sm = self.sm
+        if sm is None:
+            if stream is not None:
+                stream.send(stanza)
+            return
+        # StreamManagement.track, inline: this runs for every stanza sent.
         if stream is not None:
-            stream.send(stanza)
+            xml_stream = stream.stream
+            text = xml_stream.element(stanza)
+            framed = xml_stream.framed
+            stream.send_text(text)
+        else:
+            text, framed = serialize(stanza), False
+        items = sm.items
+        items.append((text, _now(), framed))
+        if len(items) - sm.head > sm.limit and not self._overflowed:
+            self._overflow()
 
     def _overflow(self) -> None:
         self._overflowed = True

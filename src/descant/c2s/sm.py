@@ -5,9 +5,12 @@ Two counters and a queue, kept on the session so they outlive its transport:
 - ``handled``: stanzas received from the client and handled (its ``h``), counted
   from ``<enable/>``; sent back in ``<a h=…/>`` and ``<resumed h=…/>``.
 - the queue (``pending()``): stanzas sent to the client and not yet acknowledged,
-  oldest first, each with the time it was first sent (for the XEP-0203 delay
-  stamp should it end up in offline storage). ``acked`` is the client's last
-  ``h``; the number sent is ``acked + unacked``.
+  oldest first, each as the text written for the client (whether framed for
+  WebSocket/BOSH, or as on TCP) and the time it was first sent (for the
+  XEP-0203 delay stamp should it end up in offline storage). Text rather than
+  elements: one small object per stanza, cheap to keep and to drop, and what
+  resumption writes again and offline storage stores. ``acked`` is the client's
+  last ``h``; the number sent is ``acked + unacked``.
 
 Counters wrap at 2^32 (§4). An ``h`` acknowledging more than was sent is the
 handled-count-too-high error (§6). The queue is bounded (``limit``): a client
@@ -19,7 +22,12 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 
+from descant.xml.parser import parse_element
+
 NS = "urn:xmpp:sm:3"
+# A stanza written and not yet acknowledged: its text, when it was first sent, and
+# whether the text is framed (standalone, for WebSocket or BOSH) or as on TCP.
+Sent = tuple[str, float, bool]
 MASK = 0xFFFFFFFF
 REQUEST = f"<r xmlns='{NS}'/>"
 
@@ -69,7 +77,7 @@ class StreamManagement:
         # acknowledged front is cut off in one step once it is half the list (acks
         # come often and cover many stanzas; popping them one by one cost more).
         # ClientSession.deliver appends to it directly (the hot path).
-        self.items: list[tuple[ET.Element, float]] = []
+        self.items: list[Sent] = []
         self.head = 0
 
     @property
@@ -80,14 +88,15 @@ class StreamManagement:
     def sent(self) -> int:
         return (self.acked + self.unacked) & MASK
 
-    def pending(self) -> list[tuple[ET.Element, float]]:
-        """The unacknowledged stanzas, oldest first, with when each was sent."""
+    def pending(self) -> list[Sent]:
+        """The unacknowledged stanzas, oldest first: (text, when sent, framed)."""
         return self.items[self.head :]
 
-    def track(self, stanza: ET.Element) -> bool:
-        """Record a stanza sent to the client; False once the queue is over its bound."""
+    def track(self, text: str, framed: bool = False) -> bool:
+        """Record a stanza written to the client; False once the queue is over its
+        bound (ClientSession.deliver does the same inline)."""
         items = self.items
-        items.append((stanza, time.time()))
+        items.append((text, time.time(), framed))
         return len(items) - self.head <= self.limit
 
     def count_handled(self) -> None:
@@ -108,7 +117,8 @@ class StreamManagement:
         self.awaiting = False
 
     def take_unacked(self) -> list[tuple[ET.Element, float]]:
-        out = self.pending()
+        """Empty the queue; its stanzas as elements again, with when each was sent."""
+        out = [(parse_element(text), stamp) for text, stamp, _ in self.pending()]
         self.items = []
         self.head = 0
         return out

@@ -171,6 +171,15 @@ class ClientStream(StreamConnection):
         if len(out) == 1:
             self._loop.call_soon(self._flush)
 
+    def send_text(self, text: str) -> None:
+        """Queue a stanza already serialized for this stream (``send``'s second half)."""
+        if self.closing:
+            return
+        out = self._out
+        out.append(text)
+        if len(out) == 1:
+            self._loop.call_soon(self._flush)
+
     def queue_text(self, text: str) -> None:
         """Queue a nonza (e.g. an ack) to leave with this turn's stanzas."""
         if self.closing:
@@ -211,14 +220,9 @@ class ClientStream(StreamConnection):
             self.write(REQUEST)
 
     def acked(self, sm: StreamManagement) -> None:
-        """After an ack: what is still unacknowledged is asked about again, with this
-        turn's output (at once if due) or after the delay."""
-        if not sm.unacked or sm.awaiting:
-            return
-        if sm.unacked >= ACK_BATCH:
-            if not self._out:
-                self._loop.call_soon(self._flush)
-        elif self._ack_timer is None:
+        """After an ack: what is still unacknowledged is asked about with the next
+        output, or at the latest after the delay (one timer, not one per ack)."""
+        if self._ack_timer is None and sm.unacked and not sm.awaiting:
             self._ack_timer = self._loop.call_later(ACK_DELAY, self._delayed_ack)
 
     def _our_name(self) -> str:
@@ -520,14 +524,14 @@ class ClientStream(StreamConnection):
                 el.set("from", jid_str)
                 if not silent:
                     session.send(_local_error(el, jid_str, StanzaError("jid-malformed", str(exc))))
-                self._handled(session)
+                _handled(session)
                 return
         if el.tag == "iq" and not valid_iq(el):
             el.set("from", jid_str)
             if not silent:
                 err = StanzaError("bad-request", "an iq needs an id, a type, and get/set one child")
                 session.send(_local_error(el, jid_str, err))
-            self._handled(session)
+            _handled(session)
             return
         el.set("from", jid_str)
         if el.tag == "iq" and _legacy_session(el, session.host.domain):
@@ -536,12 +540,8 @@ class ClientStream(StreamConnection):
             session.send(iq_result(el))
         else:
             await self.server.router.process(el, session)
-        self._handled(session)
-
-    @staticmethod
-    def _handled(session: ClientSession) -> None:
         sm = session.sm
-        if sm is not None:
+        if sm is not None:  # XEP-0198 §4: handled (inline: every stanza passes here)
             sm.handled = (sm.handled + 1) & MASK
 
     async def _nonza(self, el: ET.Element) -> None:
@@ -564,6 +564,12 @@ class ClientStream(StreamConnection):
                 log.exception("%s: error handling %s", self._label(), name)
                 return
         raise StreamError("unsupported-stanza-type", f"{el.tag} is not understood here")
+
+
+def _handled(session: ClientSession) -> None:
+    sm = session.sm
+    if sm is not None:
+        sm.handled = (sm.handled + 1) & MASK
 
 
 def _legacy_session(iq: ET.Element, domain: str) -> bool:

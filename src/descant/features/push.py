@@ -75,6 +75,7 @@ from descant.modules import Module
 from descant.routing.requests import TooManyRequests
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
+from descant.xml.parser import parse_element
 
 if TYPE_CHECKING:
     from descant.routing.sessions import Session
@@ -401,7 +402,8 @@ class PushModule(Module):
             return
         if any(not s.hibernated for s in self.host.sessions.of_user(user)):
             return  # a live session of the account shows them
-        unseen = [st for st, _ in sm.pending() if worth_notifying(st)]
+        stanzas = (parse_element(text) for text, _, _ in sm.pending())
+        unseen = [st for st in stanzas if worth_notifying(st)]
         if unseen:
             last = unseen[-1]
             self._publish_all(user, session.jid.bare, regs, len(unseen), last.get("from"), last)

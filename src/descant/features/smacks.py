@@ -31,6 +31,7 @@ from descant.errors import StreamError
 from descant.jid import JID
 from descant.modules import Module
 from descant.xml import ns
+from descant.xml.parser import parse_element
 from descant.xml.serialize import escape_attr
 
 _TRUE = ("true", "1")
@@ -134,8 +135,14 @@ class StreamManagementModule(Module):
         session.attach(stream)
         stream.resumed(session)
         stream.write(f"<resumed xmlns='{NS}' previd='{escape_attr(previd)}' h='{sm.handled}'/>")
-        for stanza, _ in sm.pending():
-            stream.send(stanza)  # already counted: sent again, not queued again
+        framed = stream.stream.framed
+        for text, _, was_framed in sm.pending():
+            # Already counted: written again, not queued again; re-serialized only
+            # when the new transport frames stanzas otherwise (TCP ↔ WebSocket/BOSH).
+            if was_framed == framed:
+                stream.send_text(text)
+            else:
+                stream.send(parse_element(text))
         self.log.info("%s resumed (%d stanzas sent again)", session.jid_str, sm.unacked)
         await self.host.events.fire("session-resumed", session)
         return True

@@ -107,6 +107,7 @@ class XMLStream:
         "_pending",
         "buffered",
         "content_ns",
+        "framed",
         "framing",
         "header_sent",
         "id",
@@ -118,6 +119,7 @@ class XMLStream:
         self.content_ns = content_ns
         self.max_stanza_size = max_stanza_size
         self.framing = framing
+        self.framed = framing != TCP  # output pieces stand alone (WebSocket, BOSH)
         self.header_sent = False
         self.id = ""
         self.buffered = 0
@@ -233,10 +235,6 @@ class XMLStream:
 
     # -- output -----------------------------------------------------------------------
 
-    @property
-    def framed(self) -> bool:
-        return self.framing != TCP
-
     def header(self, frm: str, to: str | None = None, lang: str = "en") -> str:
         """Our stream header, with a fresh unguessable id (RFC 6120 §4.7.3)."""
         self.id = secrets.token_urlsafe(12)
@@ -257,11 +255,11 @@ class XMLStream:
         )
 
     def element(self, el: ET.Element) -> str:
-        return serialize(el, self.content_ns, self.framing != TCP)
+        return serialize(el, self.content_ns, self.framed)
 
     def error(self, err: StreamError) -> str:
         """The stream error element (the close follows it, RFC 6120 §4.9.1.1)."""
-        return serialize(err.to_element(), self.content_ns, self.framing != TCP)
+        return serialize(err.to_element(), self.content_ns, self.framed)
 
     def close(self) -> str:
         """The end of our stream: ``</stream:stream>`` or RFC 7395 ``<close/>``."""

@@ -168,6 +168,9 @@ class StreamParser:
             ev = StreamOpened(tag, self._attrs(attrs), default_ns, dict(self._pending_ns))
             self._events.append(ev)
             self._depth = 1
+            # Only the header's declarations matter; below it expat resolves them
+            # itself, and a Python callback per declaration is not free.
+            self._p.StartNamespaceDeclHandler = None
             return
         if depth > self.max_depth:
             raise StreamError("policy-violation", "element nesting too deep")
