@@ -84,3 +84,32 @@ async def test_silent_websocket_client_is_dropped_and_resumed_over_tcp(make_serv
         pass
     assert el.get("to") == f"{jid}/web"
     await close_quietly(c)
+
+
+async def test_a_client_that_answers_pings_stays(make_server: Any) -> None:
+    """The server's pings are answered by a live client (aiohttp answers them): the
+    connection outlives several ping periods, and the client's own pings get pongs."""
+    srv: LiveServer = make_server(http={"websocket_ping": 1})
+    url = f"http://127.0.0.1:{srv.http_port}/xmpp-websocket"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, protocols=("xmpp",), autoping=False) as ws,
+    ):
+        await ws.send_str(OPEN)
+        await _frames_until(ws, "</stream:features>")
+        pings = 0
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            try:
+                msg = await ws.receive(timeout=deadline - time.monotonic())
+            except TimeoutError:
+                break
+            if msg.type is aiohttp.WSMsgType.PING:
+                pings += 1
+                await ws.pong(msg.data)
+            else:
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        assert pings >= 1 and not ws.closed
+        await ws.ping(b"x")
+        pong = await ws.receive(timeout=5)
+        assert pong.type is aiohttp.WSMsgType.PONG and pong.data == b"x"

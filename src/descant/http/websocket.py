@@ -8,8 +8,9 @@ nonza, ``<close/>`` — and the client stream (c2s/stream.py) runs exactly as on
 TCP, with the RFC 7395 framing of the stream protocol. Messages larger than a
 stanza end the stream with <policy-violation/> (far larger ones are
 refused by the WebSocket layer, close code 1009); binary messages with
-<bad-format/>. aiohttp answers pings and sends its own every
-``http.websocket_ping`` seconds, closing a connection whose pong does not come.
+<bad-format/>. Pings are answered; a connection silent for
+``http.websocket_ping`` seconds gets a ping, and one silent for twice that
+(no pong, nothing else) is dropped.
 
 Output: each piece the stream writes is one text frame; the frames of one
 event-loop turn go out in one write (one system call), as on TCP.
@@ -41,6 +42,7 @@ FRAME_SLACK = 65536
 # Bytes of already-received messages handed to the stream in one go, at most.
 BATCH = 65536
 TEXT = WSMsgType.TEXT
+PING = b"\x89\x00"  # an empty, final ping frame (RFC 6455 §5.5.2), unmasked
 
 
 _SHORT = [struct.pack("!BB", 0x81, n) for n in range(126)]  # headers of short frames
@@ -61,6 +63,9 @@ class WebSocketTransport:
     __slots__ = (
         "_closer",
         "_closing",
+        "_keepalive",
+        "_pinged",
+        "_seen",
         "_transport",
         "_ws",
         "can_starttls",
@@ -71,7 +76,11 @@ class WebSocketTransport:
     )
 
     def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport, client: Client
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.BaseTransport,
+        client: Client,
+        ping: float = 0.0,
     ) -> None:
         self._ws = ws
         # The connection itself: our frames and aiohttp's own (pings, close) go to it
@@ -84,6 +93,28 @@ class WebSocketTransport:
         self.stream: XMLStream | None = None
         self._closing = False
         self._closer: asyncio.Task[Any] | None = None
+        # Keepalive: a client silent for a whole period is pinged; silent (no pong,
+        # nothing) for another, it is gone. One timer per period, however busy the
+        # connection (aiohttp's own heartbeat re-arms a timer per chunk received).
+        self._seen = True
+        self._pinged = False
+        self._keepalive: asyncio.TimerHandle | None = None
+        if ping:
+            self._keepalive = asyncio.get_running_loop().call_later(ping, self._tick, ping)
+
+    def _tick(self, period: float) -> None:
+        if self._closing or self._ws.closed:
+            return
+        if self._seen:
+            self._seen = self._pinged = False
+        elif not self._pinged:
+            self._pinged = True
+            self._transport.write(PING)
+        else:
+            log.info("%s: no answer to a WebSocket ping, dropping the connection", self.ip)
+            self.abort()
+            return
+        self._keepalive = asyncio.get_running_loop().call_later(period, self._tick, period)
 
     async def wait_input(self) -> bool:
         stream = self.stream
@@ -92,6 +123,7 @@ class WebSocketTransport:
             if self._closing:
                 return False
             msg = await self._ws.receive()
+            self._seen = True
             if msg.type is WSMsgType.TEXT:
                 stream.receive_data(msg.data)
                 # Text messages aiohttp has already read are taken now, straight from
@@ -107,6 +139,11 @@ class WebSocketTransport:
                     text = await reader.read()
                     stream.receive_data(text.data)
                 return True
+            if msg.type is WSMsgType.PING:
+                await self._ws.pong(msg.data)
+                continue
+            if msg.type is WSMsgType.PONG:
+                continue
             if msg.type is WSMsgType.BINARY:
                 err = StreamError("bad-format", "XMPP over WebSocket uses text messages")
                 stream.receive_events([StreamFault(err)])
@@ -141,11 +178,15 @@ class WebSocketTransport:
         if self._closing:
             return
         self._closing = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if not self._ws.closed:
             self._closer = asyncio.get_running_loop().create_task(self._ws.close())
 
     def abort(self) -> None:
         self._closing = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         self._transport.abort()
 
     def is_closing(self) -> bool:
@@ -172,12 +213,14 @@ def install(service: HTTPService) -> None:
         ws = web.WebSocketResponse(
             protocols=("xmpp",),
             max_msg_size=cfg.limits.max_stanza_size + FRAME_SLACK,
-            heartbeat=cfg.http.websocket_ping or None,
+            autoping=False,  # pings and pongs are answered and watched below
             compress=False,  # per-frame deflate costs CPU on every stanza
         )
         await ws.prepare(request)
         assert request.transport is not None
-        transport = WebSocketTransport(ws, request.transport, service.client(request))
+        transport = WebSocketTransport(
+            ws, request.transport, service.client(request), cfg.http.websocket_ping
+        )
         stream = ClientStream(server, transport, WEBSOCKET)
         try:
             await server.c2s.serve(stream)

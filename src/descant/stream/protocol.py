@@ -177,21 +177,18 @@ class XMLStream:
             data = data.encode("utf-8")
         if data.startswith(b"<?xml"):
             data = _without_declaration(data)
-        events = self.parser.feed(data)
-        if not self.parser.between_elements:
-            raise StreamError("bad-format", "a WebSocket message must hold a whole element")
-        if len(events) > 1:
-            raise StreamError("bad-format", "one element per WebSocket message")
-        out: list[Event] = []
-        for ev in events:
-            if isinstance(ev, ET.Element) and ev.tag == _OPEN:
-                attrs = dict(ev.attrib)
-                out.append(StreamOpened(_OPEN, attrs, None, {}))
-            elif isinstance(ev, ET.Element) and ev.tag == _CLOSE:
-                out.append(StreamClosed())
-            else:
-                out.append(ev)
-        return out
+        events = self.parser.feed_whole(data)
+        if len(events) != 1:
+            if events:
+                raise StreamError("bad-format", "one element per WebSocket message")
+            return []  # whitespace only
+        ev = events[0]
+        if isinstance(ev, ET.Element):  # always, below the framing root
+            if ev.tag == _OPEN:
+                return [StreamOpened(_OPEN, dict(ev.attrib), None, {})]
+            if ev.tag == _CLOSE:
+                return [StreamClosed()]
+        return [ev]
 
     def feed(self, data: bytes) -> list[Event]:
         """Receive data and take every event it completes; a fault is raised as its

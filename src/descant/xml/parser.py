@@ -118,6 +118,27 @@ class StreamParser:
         events, self._events = self._events, []
         return events
 
+    def feed_whole(self, data: bytes) -> list[Event]:
+        """Parse input that must end between elements (one WebSocket message): the
+        events it completed, or StreamError('bad-format') if it leaves an element or
+        a tag open. The stanza limit holds as in :meth:`feed`."""
+        if self.closed:
+            return []
+        p = self._p
+        self._fed = fed = self._fed + len(data)
+        try:
+            p.Parse(data, False)
+        except pyexpat.ExpatError as exc:
+            raise self._fail(StreamError("not-well-formed", str(exc))) from None
+        except StreamError as err:
+            raise self._fail(err) from None
+        if self._depth != 1 or p.CurrentByteIndex != fed:
+            if fed - min(p.CurrentByteIndex, self._stanza_start) > self.max_stanza_size:
+                raise StreamError("policy-violation", "stanza too large")
+            raise StreamError("bad-format", "a WebSocket message must hold a whole element")
+        events, self._events = self._events, []
+        return events
+
     @property
     def between_elements(self) -> bool:
         """True when every byte fed so far is accounted for by finished elements:
