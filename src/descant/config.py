@@ -86,7 +86,8 @@ class HTTPConfig:
     # ("https://chat.example.org"); empty: only pages from the endpoint's own
     # host; "*": any.
     allowed_origins: list[str] = field(default_factory=list)
-    # Seconds between WebSocket pings (a client that misses the pong is gone); 0: off.
+    # A WebSocket silent this many seconds gets a ping; silent as long again, it is
+    # dropped; 0: no pings.
     websocket_ping: float = 60.0
     # The public base URL host-meta advertises ("https://xmpp.example.org");
     # empty: taken from each request.
