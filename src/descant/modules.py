@@ -95,6 +95,27 @@ class Module:
         self._sync_nonzas.clear()
 
 
+class HookSet:
+    """Hooks a module keeps in place only while something needs them (carbons while
+    someone has them on, push while an online user has registrations), so that other
+    traffic does not pay for them: ``set(active)`` hooks or unhooks them all."""
+
+    def __init__(self, module: Module, hooks: tuple[tuple[str, Handler, int], ...]) -> None:
+        self.events = module.host.events
+        self.hooks = hooks
+        self.active = False
+
+    def set(self, active: bool) -> None:
+        if active == self.active:
+            return
+        self.active = active
+        for name, handler, priority in self.hooks:
+            if active:
+                self.events.hook(name, handler, priority)
+            else:
+                self.events.unhook(name, handler)
+
+
 def load_modules(host: Host, classes: list[type[Module]]) -> dict[str, Module]:
     out: dict[str, Module] = {}
     for cls in classes:

@@ -172,16 +172,8 @@ class ClientStream(StreamConnection):
             self._loop.call_soon(self._flush)
 
     def send_text(self, text: str) -> None:
-        """Queue a stanza already serialized for this stream (``send``'s second half)."""
-        if self.closing:
-            return
-        out = self._out
-        out.append(text)
-        if len(out) == 1:
-            self._loop.call_soon(self._flush)
-
-    def queue_text(self, text: str) -> None:
-        """Queue a nonza (e.g. an ack) to leave with this turn's stanzas."""
+        """Queue text already serialized for this stream (a stanza, or a nonza such as
+        an ack) to leave with this turn's output; ``send`` does the same inline."""
         if self.closing:
             return
         out = self._out

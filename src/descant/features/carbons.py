@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
-from descant.modules import Module
+from descant.modules import HookSet, Module
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
 
@@ -72,24 +72,18 @@ class CarbonsModule(Module):
         # only while someone on this host has carbons on, so that messages cost
         # nothing extra otherwise (the router skips events nobody listens to).
         self._users: dict[str, list[Session]] = {}
-        self._copy_hooks = (
-            ("pre-message", self.sent, 0),
-            # Ahead of the message module's delivery (priority 0); never takes it.
-            ("message/bare", self.received_bare, 10),
-            ("message/full", self.received_full, 10),
+        self._copy_hooks = HookSet(
+            self,
+            (
+                ("pre-message", self.sent, 0),
+                # Ahead of the message module's delivery (priority 0); never takes it.
+                ("message/bare", self.received_bare, 10),
+                ("message/full", self.received_full, 10),
+            ),
         )
-        self._hooked = False
 
     def _sync_hooks(self) -> None:
-        want = bool(self._users)
-        if want == self._hooked:
-            return
-        self._hooked = want
-        for name, handler, priority in self._copy_hooks:
-            if want:
-                self.host.events.hook(name, handler, priority)
-            else:
-                self.host.events.unhook(name, handler)
+        self._copy_hooks.set(bool(self._users))
 
     def unload(self) -> None:
         self._users.clear()

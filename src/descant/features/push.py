@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
 from descant.jid import JID, InvalidJID, parse
-from descant.modules import Module
+from descant.modules import HookSet, Module
 from descant.routing.requests import TooManyRequests
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
@@ -239,12 +239,14 @@ class PushModule(Module):
         self._counts: dict[str, int] = {}
         # Read-modify-write of a user's document, striped so the table stays fixed.
         self._locks = [asyncio.Lock() for _ in range(_LOCKS)]
-        self._message_hooks = (
-            # Ahead of delivery (priority 0), behind blocking (20) and carbons (10).
-            ("message/bare", self.to_bare, 5),
-            ("message/full", self.to_full, 5),
+        self._message_hooks = HookSet(
+            self,
+            (
+                # Ahead of delivery (priority 0), behind blocking (20) and carbons (10).
+                ("message/bare", self.to_bare, 5),
+                ("message/full", self.to_full, 5),
+            ),
         )
-        self._hooked = False
 
     def unload(self) -> None:
         self._cache.clear()
@@ -252,15 +254,7 @@ class PushModule(Module):
         super().unload()
 
     def _sync_hooks(self) -> None:
-        want = bool(self._cache)
-        if want == self._hooked:
-            return
-        self._hooked = want
-        for name, handler, priority in self._message_hooks:
-            if want:
-                self.host.events.hook(name, handler, priority)
-            else:
-                self.host.events.unhook(name, handler)
+        self._message_hooks.set(bool(self._cache))
 
     # -- registrations -------------------------------------------------------------------
 

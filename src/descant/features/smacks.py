@@ -88,7 +88,7 @@ class StreamManagementModule(Module):
         session = ev.session
         if session is not None and session.sm is not None:
             # Out with this turn's output: one write, not one per request.
-            ev.stream.queue_text(session.sm.answer())
+            ev.stream.send_text(session.sm.answer())
         return True  # an <r/> before <enable/> means nothing: ignored
 
     def ack(self, ev: NonzaEvent) -> bool:
