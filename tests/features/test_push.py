@@ -451,12 +451,12 @@ async def test_message_hooks_only_while_an_online_user_has_registrations(h: Harn
     """Design (module docstring): other traffic costs nothing while nobody online uses push."""
     push = h.module("push")
     alice = await h.online(f"{ALICE}/phone")
-    assert not push._hooked  # type: ignore[attr-defined]
+    assert not push._message_hooks.active  # type: ignore[attr-defined]
     await enable(h, alice)
-    assert push._hooked  # type: ignore[attr-defined]
+    assert push._message_hooks.active  # type: ignore[attr-defined]
     await alice.close()
-    assert not push._hooked  # type: ignore[attr-defined]
+    assert not push._message_hooks.active  # type: ignore[attr-defined]
     alice = await h.online(f"{ALICE}/phone")  # loaded again on binding
-    assert push._hooked  # type: ignore[attr-defined]
+    assert push._message_hooks.active  # type: ignore[attr-defined]
     await disable(h, alice, PUSH)
-    assert not push._hooked  # type: ignore[attr-defined]
+    assert not push._message_hooks.active  # type: ignore[attr-defined]
