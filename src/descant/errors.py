@@ -65,6 +65,18 @@ STANZA_CONDITIONS: dict[str, str] = {
 ERROR_TYPES = frozenset({"auth", "cancel", "continue", "modify", "wait"})
 
 
+def condition_of(error: ET.Element, namespace: str) -> str | None:
+    """The defined condition of an error someone sent: the child of a stanza's
+    ``<error/>`` (``namespace`` ns.STANZAS_ERR) or of a ``<stream:error/>``
+    (ns.STREAMS_ERR) that is not ``<text/>``; None when it has none."""
+    prefix = "{%s}" % namespace
+    for child in error:
+        tag = child.tag
+        if tag.startswith(prefix) and tag != prefix + "text":
+            return tag[len(prefix) :]
+    return None
+
+
 class StreamError(Exception):
     """A stream-level error: the stream is closed after sending it (RFC 6120 §4.9)."""
 

@@ -69,12 +69,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from descant.errors import StanzaError
+from descant import forms
+from descant.errors import StanzaError, condition_of
 from descant.jid import JID, InvalidJID, parse
 from descant.modules import HookSet, Module
 from descant.routing.requests import TooManyRequests
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
+from descant.xml import ns
 from descant.xml.parser import parse_element
 
 if TYPE_CHECKING:
@@ -82,11 +84,10 @@ if TYPE_CHECKING:
 
 NS = "urn:xmpp:push:0"
 PUBSUB = "http://jabber.org/protocol/pubsub"
-DATA = "jabber:x:data"
+DATA = forms.DATA
 PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
 SUMMARY = "urn:xmpp:push:summary"
 OMEMO = ("eu.siacs.conversations.axolotl", "urn:xmpp:omemo:2")
-STANZAS_ERR = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 MAX_REGISTRATIONS = 20
 MAX_OPTIONS = 4096  # characters of publish-options names and values per registration
@@ -119,7 +120,7 @@ def worth_notifying(stanza: ET.Element) -> bool:
         return False
     if stanza.findtext("body"):
         return True
-    return any(stanza.find(f"{{{ns}}}encrypted") is not None for ns in OMEMO)
+    return any(stanza.find(f"{{{uri}}}encrypted") is not None for uri in OMEMO)
 
 
 def parse_options(enable: ET.Element) -> Fields:
@@ -150,12 +151,7 @@ def parse_options(enable: ET.Element) -> Fields:
 
 
 def data_form(form_type: str, fields: Fields) -> ET.Element:
-    x = ET.Element(f"{{{DATA}}}x", {"type": "submit"})
-    for var, values in (("FORM_TYPE", (form_type,)), *fields):
-        field = ET.SubElement(x, f"{{{DATA}}}field", {"var": var})
-        for value in values:
-            ET.SubElement(field, f"{{{DATA}}}value").text = value
-    return x
+    return forms.build("submit", form_type, [(var, "", "", list(vals)) for var, vals in fields])
 
 
 def notification(
@@ -211,10 +207,8 @@ def load_registrations(text: str | None) -> list[Registration]:
 
 def _condition(stanza: ET.Element) -> str:
     err = stanza.find("error")
-    for child in err if err is not None else ():
-        if child.tag.startswith(f"{{{STANZAS_ERR}}}") and not child.tag.endswith("}text"):
-            return child.tag.rpartition("}")[2]
-    return "error"
+    condition = condition_of(err, ns.STANZAS_ERR) if err is not None else None
+    return condition or "error"
 
 
 class PushModule(Module):

@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from descant.errors import StreamError
+from descant.errors import StreamError, condition_of
 from descant.xml import ns
-from descant.xml.parser import StreamParser, parse_element
+from descant.xml.parser import StreamParser, parse_element, without_declaration
 
 NS = "http://jabber.org/protocol/httpbind"
 XBOSH = "urn:xmpp:xbosh"
@@ -19,8 +19,6 @@ MAX_RID = 2**53 - 1  # §14.1
 
 BODY = "{%s}body" % NS
 _WHITESPACE = " \t\r\n"
-_XML_DECL = re.compile(rb"\A\s*<\?xml\s[^>]*?\?>")
-_DECL_ENCODING = re.compile(rb"encoding\s*=\s*['\"]([A-Za-z0-9._-]+)['\"]")
 _INTEGER = re.compile(r"[0-9]{1,16}")
 
 T = TypeVar("T")
@@ -46,18 +44,12 @@ def parse_body(data: bytes, max_size: int) -> Body:
     """Parse one request body; raises BoshError (bad-request, policy-violation)."""
     if len(data) > max_size:
         raise BoshError("policy-violation", "body too large")
-    decl = _XML_DECL.match(data)
-    if decl is not None:
-        enc = _DECL_ENCODING.search(decl.group())
-        if enc is not None and enc.group(1).lower() not in (b"utf-8", b"utf8"):
-            raise BoshError("bad-request", "bodies are UTF-8")
-        data = data[decl.end() :]
     # The body is the one child of a root of our own in the content namespace, so
     # its stanzas lose that namespace as on TCP; one more level for the wrapper.
     parser = StreamParser(max_size, max_depth=65)
     parser.feed(b"<x xmlns='jabber:client'>")
     try:
-        events = parser.feed(data)
+        events = parser.feed(without_declaration(data))
     except StreamError as err:
         cond = "policy-violation" if err.condition == "policy-violation" else "bad-request"
         raise BoshError(cond, str(err)) from None
@@ -130,9 +122,4 @@ def terminate_xml(condition: str | None = None, inner: str = "") -> str:
 
 def stream_condition(error: str) -> str:
     """The condition of a serialized ``<stream:error/>``."""
-    el = parse_element(error)
-    prefix = "{%s}" % ns.STREAMS_ERR
-    for child in el:
-        if child.tag.startswith(prefix) and child.tag != prefix + "text":
-            return child.tag[len(prefix) :]
-    return "undefined-condition"
+    return condition_of(parse_element(error), ns.STREAMS_ERR) or "undefined-condition"

@@ -43,7 +43,6 @@ keeps no clock, and is tested on bytes alone.
 
 from __future__ import annotations
 
-import re
 import secrets
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -52,7 +51,7 @@ from dataclasses import dataclass
 
 from descant.errors import StreamError
 from descant.xml import ns
-from descant.xml.parser import StreamClosed, StreamOpened, StreamParser
+from descant.xml.parser import StreamClosed, StreamOpened, StreamParser, without_declaration
 from descant.xml.serialize import escape_attr, serialize
 
 CLOSE = "</stream:stream>"
@@ -83,22 +82,6 @@ class StreamFault:
 
 
 Event = StreamOpened | ET.Element | StreamClosed | StreamFault
-
-_DECLARATION = re.compile(rb"<\?xml\s[^<>]*?\?>")
-_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
-
-
-def _without_declaration(message: bytes) -> bytes:
-    """A WebSocket message is a standalone document and may open with an XML
-    declaration (RFC 7395 §3.3.3: not recommended, not forbidden); the message is
-    parsed inside our own root, where a declaration cannot appear, so it goes."""
-    m = _DECLARATION.match(message)
-    if m is None:
-        raise StreamError("not-well-formed", "malformed XML declaration")
-    enc = _ENCODING.search(m.group(0))
-    if enc is not None and enc.group(1).lower() not in (b"utf-8", b"utf8"):
-        raise StreamError("unsupported-encoding", "WebSocket messages are UTF-8")
-    return message[m.end() :]
 
 
 class XMLStream:
@@ -176,7 +159,9 @@ class XMLStream:
         if isinstance(data, str):
             data = data.encode("utf-8")
         if data.startswith(b"<?xml"):
-            data = _without_declaration(data)
+            # RFC 7395 §3.3.3: a message is a standalone document and may open with
+            # a declaration (not recommended, not forbidden).
+            data = without_declaration(data)
         events = self.parser.feed_whole(data)
         if len(events) != 1:
             if events:

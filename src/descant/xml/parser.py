@@ -19,6 +19,7 @@ A stream restart (after STARTTLS or SASL) needs a new parser (RFC 6120 §4.3.3).
 from __future__ import annotations
 
 import pyexpat
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ _SEP = " "
 _SHARED_NAME_NS = frozenset({"jabber:client", "jabber:server", "jabber:component:accept"})
 _SHARED_NAMES: dict[str, dict[str, str]] = {}
 _XML_WHITESPACE = " \t\r\n"  # XML 1.0 §2.3 production S; str.strip() knows more
+_DECLARATION = re.compile(rb"\A\s*<\?xml\s[^<>]*?\?>")
+_DECLARED_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 
 
 @dataclass(slots=True)
@@ -245,6 +248,23 @@ class StreamParser:
 
     def _forbidden_pi(self, *args: object) -> None:
         raise StreamError("restricted-xml", "processing instructions are not allowed")
+
+
+def without_declaration(document: bytes) -> bytes:
+    """A standalone document (a WebSocket message, a BOSH body) without the XML
+    declaration it may open with: it is parsed inside a root of our own, where a
+    declaration cannot stand. Raises StreamError('unsupported-encoding') when the
+    declared encoding is not UTF-8, StreamError('not-well-formed') when the
+    declaration is malformed."""
+    m = _DECLARATION.match(document)
+    if m is None:
+        if document.lstrip(b" \t\r\n").startswith(b"<?xml"):
+            raise StreamError("not-well-formed", "malformed XML declaration")
+        return document
+    enc = _DECLARED_ENCODING.search(m.group())
+    if enc is not None and enc.group(1).lower() not in (b"utf-8", b"utf8"):
+        raise StreamError("unsupported-encoding", f"encoding {enc.group(1).decode()!r}")
+    return document[m.end() :]
 
 
 def parse_element(text: str, content_ns: str = "jabber:client") -> ET.Element:

@@ -14,8 +14,8 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from descant import forms
 from descant.errors import StanzaError
-from descant.features.muc import forms
 from descant.features.muc.names import AFF_RANK, DATA, RSM, q
 from descant.features.muc.room import HistoryEntry, Room
 from descant.jid import InvalidJID, parse

@@ -12,8 +12,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+from descant import forms
 from descant.errors import StanzaError
-from descant.features.muc import forms
 from descant.features.muc.names import MUC_ROOMCONFIG
 from descant.jid import InvalidJID, parse
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
-from descant.features.muc import admin, archive, forms
+from descant import forms
+from descant.features.muc import admin, archive
 from descant.features.muc.names import DATA, MUC_REQUEST, MUC_USER, q
 from descant.features.muc.room import Occupant, Room
 from descant.jid import InvalidJID, parse

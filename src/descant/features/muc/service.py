@@ -26,8 +26,9 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 
+from descant import forms
 from descant.errors import StanzaError
-from descant.features.muc import admin, archive, forms, messages, occupants
+from descant.features.muc import admin, archive, messages, occupants
 from descant.features.muc.config import RoomConfig
 from descant.features.muc.names import (
     MUC,
