@@ -559,7 +559,8 @@ class BoshService:
         self.server = service.server
         self.sessions: dict[str, BoshSession] = {}
         self.tasks = TaskGroup("bosh")
-        self._runs: set[asyncio.Task[None]] = set()
+        # One task per session, running its stream; bounded by the per-address limit.
+        self._streams = TaskGroup("bosh streams", limit=1 << 30)
         self.stopping = False
 
     def forget(self, session: BoshSession) -> None:
@@ -631,9 +632,7 @@ class BoshService:
         session.client = client
         self.sessions[sid] = session
         session.receive(req)
-        task = asyncio.get_running_loop().create_task(self._run(session, client))
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        self._streams.spawn(self._run(session, client))
         return await req.future, session.content_type
 
     async def _run(self, session: BoshSession, client: ClientStream) -> None:
@@ -650,11 +649,7 @@ class BoshService:
         for session in list(self.sessions.values()):
             session.shutdown()
         self.sessions.clear()
-        if self._runs:
-            await asyncio.wait(list(self._runs), timeout=2.0)
-            for task in list(self._runs):
-                task.cancel()
-            await asyncio.gather(*self._runs, return_exceptions=True)
+        await self._streams.close(2.0)
         await self.tasks.close(1.0)
 
 
