@@ -27,7 +27,6 @@ import asyncio
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from time import time as _now
 from typing import TYPE_CHECKING
 
 from descant.c2s.sm import StreamManagement
@@ -107,7 +106,6 @@ class ClientSession:
             if stream is not None:
                 stream.send(stanza)
             return
-        # StreamManagement.track, inline: this runs for every stanza sent.
         if stream is not None:
             xml_stream = stream.stream
             text = xml_stream.element(stanza)
@@ -115,9 +113,7 @@ class ClientSession:
             stream.send_text(text)
         else:
             text, framed = serialize(stanza), False
-        items = sm.items
-        items.append((text, _now(), framed))
-        if len(items) - sm.head > sm.limit and not self._overflowed:
+        if not sm.track(text, framed) and not self._overflowed:
             self._overflow()
 
     def _overflow(self) -> None:

@@ -76,7 +76,6 @@ class StreamManagement:
         # The unacknowledged queue is items[head:]: an ack moves the head, and the
         # acknowledged front is cut off in one step once it is half the list (acks
         # come often and cover many stanzas; popping them one by one cost more).
-        # ClientSession.deliver appends to it directly (the hot path).
         self.items: list[Sent] = []
         self.head = 0
 
@@ -94,7 +93,7 @@ class StreamManagement:
 
     def track(self, text: str, framed: bool = False) -> bool:
         """Record a stanza written to the client; False once the queue is over its
-        bound (ClientSession.deliver does the same inline)."""
+        bound."""
         items = self.items
         items.append((text, time.time(), framed))
         return len(items) - self.head <= self.limit

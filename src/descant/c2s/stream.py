@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 from descant.c2s import features
 from descant.c2s.sasl import SCRAM_MECHANISMS, Challenge, Failure, PlainAuth, ScramAuth, Step
 from descant.c2s.session import ClientSession
-from descant.c2s.sm import MASK, REQUEST, StreamManagement
+from descant.c2s.sm import REQUEST, StreamManagement
 from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse, prep_resource
 from descant.net.connection import StreamConnection
@@ -133,10 +133,6 @@ class ClientStream(StreamConnection):
         """The domain this stream is for (known once the header arrived)."""
         assert self._host is not None
         return self._host
-
-    @property
-    def secure(self) -> bool:
-        return self.transport.secure
 
     @property
     def tls_required(self) -> bool:
@@ -493,9 +489,8 @@ class ClientStream(StreamConnection):
         session.send(iq_result(iq, result))
         await host.events.fire("resource-bound", session)
 
-    def resumed(self, session: ClientSession) -> None:
-        """Stream resumption (XEP-0198 §5) attached ``session`` to this stream."""
-        self.session = session
+    def resumed(self) -> None:
+        """Stream resumption (XEP-0198 §5) attached a session to this stream."""
         self.state = State.BOUND
 
     # -- bound: stanzas and nonzas -----------------------------------------------------------
@@ -503,38 +498,24 @@ class ClientStream(StreamConnection):
     async def _stanza(self, el: ET.Element) -> None:
         session = self.session
         assert session is not None
-        type_ = el.get("type")
-        # Errors, and iq results, are never answered (RFC 6120 §8.3.1, §8.2.3):
-        # a malformed one is dropped.
-        silent = type_ == "error" or (el.tag == "iq" and type_ == "result")
-        to = el.get("to")
         jid_str = session.jid_str
+        err: StanzaError | None = None
+        to = el.get("to")
         if to is not None:
             try:
                 parse(to)
             except InvalidJID as exc:
-                el.set("from", jid_str)
-                if not silent:
-                    session.send(_local_error(el, jid_str, StanzaError("jid-malformed", str(exc))))
-                _handled(session)
-                return
-        if el.tag == "iq" and not valid_iq(el):
-            el.set("from", jid_str)
-            if not silent:
-                err = StanzaError("bad-request", "an iq needs an id, a type, and get/set one child")
-                session.send(_local_error(el, jid_str, err))
-            _handled(session)
-            return
+                err = StanzaError("jid-malformed", str(exc))
+        if err is None and el.tag == "iq" and not valid_iq(el):
+            err = StanzaError("bad-request", "an iq needs an id, a type, and get/set one child")
         el.set("from", jid_str)
-        if el.tag == "iq" and _legacy_session(el, session.host.domain):
-            # RFC 3921 §3 places session establishment after binding; clients that
-            # still send it (strophe.js does whenever <session/> is offered) get a result.
-            session.send(iq_result(el))
-        else:
+        if err is None:
             await self.server.router.process(el, session)
+        elif not _never_answered(el):
+            session.send(_local_error(el, jid_str, err))
         sm = session.sm
-        if sm is not None:  # XEP-0198 §4: handled (inline: every stanza passes here)
-            sm.handled = (sm.handled + 1) & MASK
+        if sm is not None:  # XEP-0198 §4: handled, whatever the outcome
+            sm.count_handled()
 
     async def _nonza(self, el: ET.Element) -> None:
         """Hand a nonza to the module that takes it (``nonza/<ns>:<tag>``); nobody
@@ -558,19 +539,11 @@ class ClientStream(StreamConnection):
         raise StreamError("unsupported-stanza-type", f"{el.tag} is not understood here")
 
 
-def _handled(session: ClientSession) -> None:
-    sm = session.sm
-    if sm is not None:
-        sm.handled = (sm.handled + 1) & MASK
-
-
-def _legacy_session(iq: ET.Element, domain: str) -> bool:
-    to = iq.get("to")
-    return (
-        iq.get("type") == "set"
-        and iq[0].tag == "{%s}session" % ns.SESSION
-        and (to is None or to == domain)
-    )
+def _never_answered(el: ET.Element) -> bool:
+    """Errors, and iq results, are never answered (RFC 6120 §8.3.1, §8.2.3): a
+    malformed one is dropped."""
+    type_ = el.get("type")
+    return type_ == "error" or (el.tag == "iq" and type_ == "result")
 
 
 def _local_error(el: ET.Element, jid_str: str, err: StanzaError) -> ET.Element:

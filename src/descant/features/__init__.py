@@ -6,6 +6,7 @@ from descant.features.blocking import BlockingModule
 from descant.features.carbons import CarbonsModule
 from descant.features.csi import ClientStateModule
 from descant.features.disco import DiscoModule
+from descant.features.legacy_session import LegacySessionModule
 from descant.features.message import MessageModule
 from descant.features.offline import OfflineModule
 from descant.features.ping import PingModule
@@ -26,6 +27,7 @@ DEFAULT_MODULES: list[type[Module]] = [
     CarbonsModule,
     BlockingModule,
     PingModule,
+    LegacySessionModule,
     VersionModule,
     VCardModule,
     StreamManagementModule,

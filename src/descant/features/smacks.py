@@ -133,7 +133,7 @@ class StreamManagementModule(Module):
             # §5: the previous stream is still open; it ends, the session does not.
             manager.tasks.spawn(old.close("conflict", "the session was resumed elsewhere"))
         session.attach(stream)
-        stream.resumed(session)
+        stream.resumed()
         stream.write(f"<resumed xmlns='{NS}' previd='{escape_attr(previd)}' h='{sm.handled}'/>")
         framed = stream.stream.framed
         for text, _, was_framed in sm.pending():

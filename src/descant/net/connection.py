@@ -43,6 +43,11 @@ class StreamConnection:
         self.closing = False
         self.overflowed = False  # the peer stopped reading; the transport was cut
 
+    @property
+    def secure(self) -> bool:
+        """The hop to the peer is encrypted (TLS here, or at a trusted proxy)."""
+        return self.transport.secure
+
     # -- to be refined ---------------------------------------------------------------
 
     async def _handle(self, ev: object) -> None:

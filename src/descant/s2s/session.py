@@ -62,10 +62,6 @@ class S2SStream(StreamConnection):
         self.last_active = time.monotonic()
         self.peer = f"{transport.ip}:{transport.port}"
 
-    @property
-    def secure(self) -> bool:
-        return self.transport.secure
-
     def _label(self) -> str:
         return self.peer
 
