@@ -10,6 +10,7 @@ import asyncio
 import multiprocessing as mp
 import multiprocessing.connection as mpc
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.client import JC, SM_ANSWER, SM_REQUEST, Conn, Login
@@ -304,13 +305,7 @@ class Worker:
     ) -> dict[str, Any]:
         """Users send ``stanzas`` in turn (cycling), each delivered to about ``fanout``
         recipients, keeping about ``window`` deliveries in flight; counts ``marker``."""
-        conns = [self.conns[u] for u in users]
-        for c in conns:
-            c.start_counting(marker)
-
-        def received() -> int:
-            return sum(c.count for c in conns)
-
+        conns, received = self._counting(users, marker)
         sent = 0
         t0 = time.monotonic()
         end = t0 + duration
@@ -328,6 +323,13 @@ class Worker:
         await self._settled(received)
         return {"sent": sent, "received": received(), "elapsed": elapsed}
 
+    def _counting(self, users: list[str], marker: bytes) -> tuple[list[Conn], Callable[[], int]]:
+        """The users' connections, each counting ``marker`` from now; and their total."""
+        conns = [self.conns[u] for u in users]
+        for c in conns:
+            c.start_counting(marker)
+        return conns, lambda: sum(c.count for c in conns)
+
     async def _settled(self, received: Any) -> None:
         """Wait until deliveries stop arriving (0.5 s without one; at most 15 s)."""
         last = -1
@@ -342,13 +344,7 @@ class Worker:
         """Open loop: users send ``stanzas`` in turn (cycling) at ``rate`` per second,
         whatever comes back; counts ``marker``. For clients that receive (almost)
         nothing, where a closed loop would have nothing to pace itself on."""
-        conns = [self.conns[u] for u in users]
-        for c in conns:
-            c.start_counting(marker)
-
-        def received() -> int:
-            return sum(c.count for c in conns)
-
+        conns, received = self._counting(users, marker)
         sent = 0
         t0 = time.monotonic()
         while True:

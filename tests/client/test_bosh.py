@@ -9,12 +9,13 @@ import random
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
 
 from tests.badinput.raw import BIND, CLIENT, SASL, STREAM, STREAMS_ERR, MakeServer, plain
-from tests.live import LiveServer, RawClient, connect_slixmpp, disconnect
+from tests.live import Client, LiveServer, RawClient, connect_slixmpp, disconnect
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
 XBOSH = "urn:xmpp:xbosh"
@@ -103,6 +104,17 @@ def ping(ident: str) -> str:
     )
 
 
+@asynccontextmanager
+async def tcp_user(srv: LiveServer, name: str) -> AsyncIterator[tuple[str, Client]]:
+    """A new user online over TCP for the block: (bare JID, client)."""
+    jid, password = await srv.make_user(name)
+    client = await connect_slixmpp(srv, jid, password)
+    try:
+        yield jid, client
+    finally:
+        await disconnect(client)
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -116,7 +128,6 @@ async def test_login_over_bosh_and_chat_with_a_tcp_user_xep0206(
     server: LiveServer, http: aiohttp.ClientSession
 ) -> None:
     jid, password = await server.make_user("boshy")
-    friend_jid, friend_pw = await server.make_user("tcpfriend")
     bosh = Bosh(http, server)
     created = await bosh.create()
     # §7.2 and XEP-0206 §4: the creation response, with the stream features.
@@ -141,8 +152,7 @@ async def test_login_over_bosh_and_chat_with_a_tcp_user_xep0206(
     full = got.findtext(f".//{{{BIND}}}jid", "")
     assert full == f"{jid}/browser"
     await bosh.request(f"<presence xmlns='{CLIENT}'/>")
-    friend = await connect_slixmpp(server, friend_jid, friend_pw)
-    try:
+    async with tcp_user(server, "tcpfriend") as (friend_jid, friend):
         await bosh.request(
             f"<message xmlns='{CLIENT}' to='{friend_jid}' type='chat'><body>from the web</body>"
             "</message>"
@@ -153,8 +163,6 @@ async def test_login_over_bosh_and_chat_with_a_tcp_user_xep0206(
         got_els = await bosh.collect(lambda els: "from tcp" in bodies(els))
         (back,) = [e for e in got_els if e.tag == f"{{{CLIENT}}}message"]
         assert back.get("from", "").startswith(friend_jid)
-    finally:
-        await disconnect(friend)
 
 
 async def test_held_request_is_answered_empty_after_wait_xep0124_8(
@@ -256,9 +264,7 @@ async def test_terminate_logs_out_and_the_contact_sees_unavailable_xep0124_13(
     server: LiveServer, http: aiohttp.ClientSession
 ) -> None:
     jid, password = await server.make_user("leaver")
-    contact_jid, contact_pw = await server.make_user("watcher")
-    contact = await connect_slixmpp(server, contact_jid, contact_pw)
-    try:
+    async with tcp_user(server, "watcher") as (contact_jid, contact):
         bosh = Bosh(http, server)
         full = await bosh.login(jid, password)
         # Directed presence (RFC 6121 §4.6): unavailable follows when the session ends.
@@ -268,37 +274,33 @@ async def test_terminate_logs_out_and_the_contact_sees_unavailable_xep0124_13(
         assert terminated(el) == "", ET.tostring(el)
         await contact.next_presence(lambda p: p["from"].full == full and p["type"] == "unavailable")
         assert terminated(await bosh.request()) == "item-not-found"
-    finally:
-        await disconnect(contact)
 
 
 async def test_inactivity_ends_the_session_xep0124_10(make_server: MakeServer) -> None:
     srv = make_server(http={"bosh_inactivity": 5, "bosh_max_wait": 1})
     jid, password = await srv.make_user("idle")
-    contact_jid, contact_pw = await srv.make_user("observer")
-    contact = await connect_slixmpp(srv, contact_jid, contact_pw)
-    try:
-        async with aiohttp.ClientSession() as http:
-            bosh = Bosh(http, srv)
-            full = await bosh.login(jid, password)
-            await bosh.request(f"<presence xmlns='{CLIENT}' to='{contact_jid}'/>")
-            await contact.next_presence(lambda p: p["from"].full == full)
-            start = time.monotonic()
-            # No more requests: after 5 s the session ends as a lost connection does.
-            await contact.next_presence(
-                lambda p: p["from"].full == full and p["type"] == "unavailable", timeout=10
-            )
-            assert time.monotonic() - start > 3
-            assert terminated(await bosh.request()) == "item-not-found"
-            # A pause (at most maxpause) stretches the inactivity period once.
-            paused = Bosh(http, srv)
-            await paused.create()
-            el = await paused.request("", "pause='10'")
-            assert len(el) == 0 and terminated(el) is None
-            await asyncio.sleep(7)
-            assert terminated(await paused.request()) is None
-    finally:
-        await disconnect(contact)
+    async with (
+        tcp_user(srv, "observer") as (contact_jid, contact),
+        aiohttp.ClientSession() as http,
+    ):
+        bosh = Bosh(http, srv)
+        full = await bosh.login(jid, password)
+        await bosh.request(f"<presence xmlns='{CLIENT}' to='{contact_jid}'/>")
+        await contact.next_presence(lambda p: p["from"].full == full)
+        start = time.monotonic()
+        # No more requests: after 5 s the session ends as a lost connection does.
+        await contact.next_presence(
+            lambda p: p["from"].full == full and p["type"] == "unavailable", timeout=10
+        )
+        assert time.monotonic() - start > 3
+        assert terminated(await bosh.request()) == "item-not-found"
+        # A pause (at most maxpause) stretches the inactivity period once.
+        paused = Bosh(http, srv)
+        await paused.create()
+        el = await paused.request("", "pause='10'")
+        assert len(el) == 0 and terminated(el) is None
+        await asyncio.sleep(7)
+        assert terminated(await paused.request()) is None
 
 
 async def test_resumption_after_the_bosh_session_expired_xep0198_5(
@@ -308,35 +310,30 @@ async def test_resumption_after_the_bosh_session_expired_xep0198_5(
     resuming on a new BOSH session gets what was sent meanwhile, in order."""
     srv = make_server(http={"bosh_inactivity": 5, "bosh_max_wait": 1})
     jid, password = await srv.make_user("mobile")
-    friend_jid, friend_pw = await srv.make_user("sender")
-    friend = await connect_slixmpp(srv, friend_jid, friend_pw)
-    try:
-        async with aiohttp.ClientSession() as http:
-            bosh = Bosh(http, srv)
-            full = await bosh.login(jid, password)
-            got = await bosh.request(f"<enable xmlns='{SM}' resume='true'/>")
-            enabled = got.find(f"{{{SM}}}enabled")
-            assert enabled is not None and enabled.get("resume") == "true", ET.tostring(got)
-            await bosh.request(f"<presence xmlns='{CLIENT}'/>")
-            # Written to the session and never fetched...
-            friend.send_message(mto=full, mbody="one", mtype="chat")
-            await asyncio.sleep(6.5)
-            # ... and sent once it hibernated.
-            friend.send_message(mto=full, mbody="two", mtype="chat")
-            await asyncio.sleep(0.3)
-            assert terminated(await bosh.request()) == "item-not-found"
-            again = Bosh(http, srv)
-            await again.create()
-            await again.request(plain(jid, password))
-            await again.request("", "xmpp:restart='true' to='localhost'")
-            got = await again.request(f"<resume xmlns='{SM}' previd='{enabled.get('id')}' h='0'/>")
-            els = list(got)
-            assert els and els[0].tag == f"{{{SM}}}resumed", ET.tostring(got)
-            if bodies(els) != ["one", "two"]:
-                els += await again.collect(lambda more: len(bodies(els + more)) >= 2, timeout=5)
-            assert bodies(els) == ["one", "two"]
-    finally:
-        await disconnect(friend)
+    async with tcp_user(srv, "sender") as (_, friend), aiohttp.ClientSession() as http:
+        bosh = Bosh(http, srv)
+        full = await bosh.login(jid, password)
+        got = await bosh.request(f"<enable xmlns='{SM}' resume='true'/>")
+        enabled = got.find(f"{{{SM}}}enabled")
+        assert enabled is not None and enabled.get("resume") == "true", ET.tostring(got)
+        await bosh.request(f"<presence xmlns='{CLIENT}'/>")
+        # Written to the session and never fetched...
+        friend.send_message(mto=full, mbody="one", mtype="chat")
+        await asyncio.sleep(6.5)
+        # ... and sent once it hibernated.
+        friend.send_message(mto=full, mbody="two", mtype="chat")
+        await asyncio.sleep(0.3)
+        assert terminated(await bosh.request()) == "item-not-found"
+        again = Bosh(http, srv)
+        await again.create()
+        await again.request(plain(jid, password))
+        await again.request("", "xmpp:restart='true' to='localhost'")
+        got = await again.request(f"<resume xmlns='{SM}' previd='{enabled.get('id')}' h='0'/>")
+        els = list(got)
+        assert els and els[0].tag == f"{{{SM}}}resumed", ET.tostring(got)
+        if bodies(els) != ["one", "two"]:
+            els += await again.collect(lambda more: len(bodies(els + more)) >= 2, timeout=5)
+        assert bodies(els) == ["one", "two"]
 
 
 async def test_refused_stream_comes_back_as_a_terminate_body(make_server: MakeServer) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import pytest
 import slixmpp
 from slixmpp import ComponentXMPP
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.badinput.raw import BIND, CLIENT, MakeServer, authenticate, close_quietly, next_stanza
-from tests.live import LiveServer, RawClient, connect_slixmpp, disconnect, free_port
+from tests.live import Client, LiveServer, RawClient, connect_slixmpp, disconnect, free_port
 
 APP = "push.localhost"
 SECRET = "s3cret"
@@ -60,18 +63,27 @@ class AppServer(ComponentXMPP):  # type: ignore[misc]
         return await asyncio.wait_for(self.publishes.get(), timeout)
 
 
-async def start_app_server(make_server: MakeServer) -> tuple[LiveServer, AppServer]:
+@pytest.fixture
+async def app_server(make_server: MakeServer) -> AsyncIterator[tuple[LiveServer, AppServer]]:
+    """A server with the app server connected as its component."""
     port = free_port()
     srv = make_server(components={"listen": [f"127.0.0.1:{port}"], "secrets": {APP: SECRET}})
     app = AppServer(port)
     app.connect()
     await asyncio.wait_for(app.started.wait(), 10)
-    return srv, app
-
-
-async def stop_app_server(app: AppServer) -> None:
+    yield srv, app
     app.disconnect()
     await asyncio.wait_for(app.gone.wait(), 10)
+
+
+@asynccontextmanager
+async def sender(srv: LiveServer) -> AsyncIterator[Client]:
+    jid, password = await srv.make_user("sender")
+    bob = await connect_slixmpp(srv, jid, password)
+    try:
+        yield bob
+    finally:
+        await disconnect(bob)
 
 
 async def answer_to(c: RawClient, ident: str) -> ET.Element:
@@ -111,15 +123,13 @@ def fields(x: ET.Element | None) -> dict[str, str]:
 
 
 async def test_hibernated_user_gets_a_publish_with_summary_and_secret_xep0357_7(
-    make_server: MakeServer,
+    app_server: tuple[LiveServer, AppServer],
 ) -> None:
     """§5 enable with publish-options; §7 a message while the only session is hibernated
     is published to the node: the count, the sender, the secret, never the body (§9)."""
-    srv, app = await start_app_server(make_server)
+    srv, app = app_server
     c, alice = await push_user(srv, "node-a", stream_management=True)
-    bob_jid, bob_pw = await srv.make_user("sender")
-    bob = await connect_slixmpp(srv, bob_jid, bob_pw)
-    try:
+    async with sender(srv) as bob:
         c.writer.transport.abort()  # lost, not closed: the session hibernates
         await asyncio.sleep(0.3)
         for n in (1, 2):
@@ -138,23 +148,18 @@ async def test_hibernated_user_gets_a_publish_with_summary_and_secret_xep0357_7(
             assert options == {"FORM_TYPE": PUBLISH_OPTIONS, "secret": f"{SECRET}-node-a"}
             assert "private words" not in ET.tostring(iq, encoding="unicode")
         assert app.publishes.empty()
-    finally:
-        await disconnect(bob)
-        await stop_app_server(app)
 
 
 async def test_registration_removed_after_three_error_answers_xep0357_7_1(
-    make_server: MakeServer,
+    app_server: tuple[LiveServer, AppServer],
 ) -> None:
     """§7.1: an app server answering errors is disabled after push.max_errors (3)
     in a row; the next message for the offline user is published nowhere."""
-    srv, app = await start_app_server(make_server)
+    srv, app = app_server
     app.failing = True
     c, carol = await push_user(srv, "node-c", stream_management=False)
     await close_quietly(c)  # no stream management: the session ends, carol is offline
-    bob_jid, bob_pw = await srv.make_user("sender")
-    bob = await connect_slixmpp(srv, bob_jid, bob_pw)
-    try:
+    async with sender(srv) as bob:
         await asyncio.sleep(0.3)
         for n in range(3):
             bob.send_message(mto=carol, mbody=f"m{n}", mtype="chat")
@@ -169,22 +174,17 @@ async def test_registration_removed_after_three_error_answers_xep0357_7_1(
             raise AssertionError(f"published after disabling: {ET.tostring(iq)!r}")
         except TimeoutError:
             pass
-    finally:
-        await disconnect(bob)
-        await stop_app_server(app)
 
 
 async def test_unacknowledged_messages_are_pushed_when_the_connection_drops_xep0357_7(
-    make_server: MakeServer,
+    app_server: tuple[LiveServer, AppServer],
 ) -> None:
     """A phone dropping off the network silently: messages were written to a
     connection that looked alive and never acknowledged (XEP-0198). When the session
     hibernates with no live session left, one notification counts them."""
-    srv, app = await start_app_server(make_server)
+    srv, app = app_server
     c, dave = await push_user(srv, "node-d", stream_management=True)
-    bob_jid, bob_pw = await srv.make_user("sender")
-    bob = await connect_slixmpp(srv, bob_jid, bob_pw)
-    try:
+    async with sender(srv) as bob:
         for n in range(2):
             bob.send_message(mto=dave, mbody=f"unread {n}", mtype="chat")
         for _ in range(2):  # written to dave's connection, which never acknowledges
@@ -200,6 +200,3 @@ async def test_unacknowledged_messages_are_pushed_when_the_connection_drops_xep0
         assert summary["last-message-sender"] == bob.boundjid.full
         await asyncio.sleep(0.3)
         assert app.publishes.empty()
-    finally:
-        await disconnect(bob)
-        await stop_app_server(app)

@@ -354,6 +354,18 @@ async def expect_ws_stream_error(c: WSClient, condition: str, timeout: float = 5
     return texts
 
 
+async def expect_refusal(c: WSClient, condition: str, timeout: float = 5) -> list[str]:
+    """RFC 6120 §4.9.1.1: a stream refused at its start. The server opens its side
+    first, then the error and <close/>."""
+    texts, code = await c.until_closed(timeout)
+    assert len(texts) == 3, texts
+    assert ET.fromstring(texts[0]).tag == tag("open", FRAMING), texts
+    assert stream_error_condition(texts[1]) == condition
+    assert ET.fromstring(texts[2]).tag == tag("close", FRAMING)
+    assert code is not None
+    return texts
+
+
 @pytest.fixture
 async def witness(server: LiveServer) -> AsyncIterator[Client]:
     jid, password = await server.make_user("witness")
@@ -469,35 +481,28 @@ async def test_two_elements_in_one_message_is_bad_format(
     await still_alive(witness)
 
 
-async def test_half_an_element_is_bad_format(server: LiveServer, witness: Client) -> None:
+@pytest.mark.parametrize(
+    ("payload", "condition"),
+    [
+        (f"<iq type='get' id='half' xmlns='{CLIENT}'><ping xmlns='{PING}'/>", "bad-format"),
+        ("hello", "bad-format"),
+        (f"<message xmlns='{CLIENT}'><body>hi</message>", "not-well-formed"),
+        (f"<presence xmlns='{CLIENT}'/>".encode(), "bad-format"),
+    ],
+    ids=["half-an-element", "text-outside-an-element", "not-well-formed", "binary-message"],
+)
+async def test_bad_frame_is_a_stream_error(
+    server: LiveServer, witness: Client, payload: str | bytes, condition: str
+) -> None:
+    """Each message is one complete, well-formed element in a text frame (RFC 7395 §3.3);
+    ``bytes`` go in a binary frame."""
     async with ws_connect(server) as c:
         await c.open()
-        await c.send(f"<iq type='get' id='half' xmlns='{CLIENT}'><ping xmlns='{PING}'/>")
-        await expect_ws_stream_error(c, "bad-format")
-    await still_alive(witness)
-
-
-async def test_text_outside_an_element_is_bad_format(server: LiveServer, witness: Client) -> None:
-    async with ws_connect(server) as c:
-        await c.open()
-        await c.send("hello")
-        await expect_ws_stream_error(c, "bad-format")
-    await still_alive(witness)
-
-
-async def test_not_well_formed_xml(server: LiveServer, witness: Client) -> None:
-    async with ws_connect(server) as c:
-        await c.open()
-        await c.send(f"<message xmlns='{CLIENT}'><body>hi</message>")
-        await expect_ws_stream_error(c, "not-well-formed")
-    await still_alive(witness)
-
-
-async def test_binary_message_is_bad_format(server: LiveServer, witness: Client) -> None:
-    async with ws_connect(server) as c:
-        await c.open()
-        await c.ws.send_bytes(f"<presence xmlns='{CLIENT}'/>".encode())
-        await expect_ws_stream_error(c, "bad-format")
+        if isinstance(payload, bytes):
+            await c.ws.send_bytes(payload)
+        else:
+            await c.send(payload)
+        await expect_ws_stream_error(c, condition)
     await still_alive(witness)
 
 
@@ -527,32 +532,24 @@ async def test_message_far_over_the_limit_is_closed_by_the_websocket_layer(
     await still_alive(witness)
 
 
-async def test_stanza_before_open_is_not_authorized(server: LiveServer, witness: Client) -> None:
-    """RFC 6120 §4.9.1.1: the server opens its side first, then the error and <close/>."""
-    async with ws_connect(server) as c:
-        await c.send(f"<message to='someone@localhost' xmlns='{CLIENT}'><body>hi</body></message>")
-        texts, code = await c.until_closed()
-        assert len(texts) == 3, texts
-        opened = ET.fromstring(texts[0])
-        assert opened.tag == tag("open", FRAMING) and opened.get("from") == "localhost", texts
-        assert stream_error_condition(texts[1]) == "not-authorized"
-        assert ET.fromstring(texts[2]).tag == tag("close", FRAMING)
-        assert code is not None
-    await still_alive(witness)
-
-
-async def test_open_to_an_unknown_domain_is_host_unknown(
-    server: LiveServer, witness: Client
+@pytest.mark.parametrize(
+    ("first", "condition"),
+    [
+        (
+            f"<message to='someone@localhost' xmlns='{CLIENT}'><body>hi</body></message>",
+            "not-authorized",
+        ),
+        (f"<open xmlns='{FRAMING}' to='nowhere.example' version='1.0'/>", "host-unknown"),
+    ],
+    ids=["stanza-before-open", "open-to-an-unknown-domain"],
+)
+async def test_refused_first_frame_is_answered_with_open_error_close(
+    server: LiveServer, witness: Client, first: str, condition: str
 ) -> None:
     async with ws_connect(server) as c:
-        await c.send(f"<open xmlns='{FRAMING}' to='nowhere.example' version='1.0'/>")
-        texts, code = await c.until_closed()
-        assert len(texts) == 3, texts
-        opened = ET.fromstring(texts[0])
-        assert opened.tag == tag("open", FRAMING) and opened.get("from") == "localhost", texts
-        assert stream_error_condition(texts[1]) == "host-unknown"
-        assert ET.fromstring(texts[2]).tag == tag("close", FRAMING)
-        assert code is not None
+        await c.send(first)
+        texts = await expect_refusal(c, condition)
+        assert ET.fromstring(texts[0]).get("from") == "localhost", texts
     await still_alive(witness)
 
 
@@ -581,13 +578,8 @@ async def test_stanza_after_sasl_without_reopening_is_refused(
             f"<iq type='set' id='early' xmlns='{CLIENT}'><bind xmlns='{BIND}'>"
             "<resource>early</resource></bind></iq>"
         )
-        texts, code = await c.until_closed(timeout=2)
+        texts = await expect_refusal(c, "not-authorized", timeout=2)
         assert not any("id='early'" in t for t in texts), texts  # not bound
-        assert len(texts) == 3, texts
-        assert ET.fromstring(texts[0]).tag == tag("open", FRAMING), texts
-        assert stream_error_condition(texts[1]) == "not-authorized"
-        assert ET.fromstring(texts[2]).tag == tag("close", FRAMING)
-        assert code is not None
     await still_alive(witness)
 
 

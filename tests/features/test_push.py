@@ -300,7 +300,7 @@ async def test_count_grows_until_the_account_is_live_again_xep0357_7(h: Harness)
     bob = await registered_then_offline(h)
     await chat(h, bob, body="1")
     await chat(h, bob, body="2")
-    await h.send(bob, f"<message type='chat' to='{ALICE}/gone'><body>3</body></message>")
+    await chat(h, bob, f"{ALICE}/gone", "3")
     got = await publish_answered(h, 3)
     assert sorted(summary(iq)["message-count"] for iq in got) == ["1", "2", "3"]
     alice = await h.online(f"{ALICE}/phone")  # binding starts the count again
@@ -318,7 +318,7 @@ async def test_message_while_every_session_is_hibernated_is_published_xep0357_7(
     await enable(h, alice)
     await alice.hibernate()
     await chat(h, bob, body="one")
-    await h.send(bob, f"<message type='chat' to='{ALICE}/phone'><body>two</body></message>")
+    await chat(h, bob, f"{ALICE}/phone", "two")
     got = await publish_answered(h, 2)
     assert sorted(summary(iq)["message-count"] for iq in got) == ["1", "2"]
     # Delivery was not held up: both wait for the session to resume.
@@ -340,11 +340,11 @@ async def test_no_publish_while_a_live_session_gets_the_message_xep0357_7(
     await chat(h, bob)
     await phone.hibernate()
     await chat(h, bob)  # the laptop is live and gets it too
-    await h.send(bob, f"<message type='chat' to='{ALICE}/laptop'><body>x</body></message>")
+    await chat(h, bob, f"{ALICE}/laptop", "x")
     await no_publish(h)
     assert len(find(laptop.take(), "message")) == 3
     # To the hibernated resource's full JID: that session cannot read it now.
-    await h.send(bob, f"<message type='chat' to='{ALICE}/phone'><body>x</body></message>")
+    await chat(h, bob, f"{ALICE}/phone", "x")
     await publish_answered(h)
 
 
