@@ -25,7 +25,7 @@ from descant.storage import (
     open_storage,
     sqlite_path,
 )
-from descant.storage.api import ArchivedMessage, ArchiveQuery, UnknownArchiveId
+from descant.storage.api import ArchivedMessage, ArchiveQuery, PubsubItem, UnknownArchiveId
 from descant.storage.memory import MemoryStorage
 from descant.storage.migrations import current_version, load
 from descant.storage.sql import SqlStorage
@@ -396,6 +396,376 @@ async def test_room_archive_filters(storage: Storage) -> None:
     assert page == []  # …its archive goes with it
 
 
+# Publish-subscribe (XEP-0060) and PEP (XEP-0163)
+
+PEP = "alice@example.org"  # alice's PEP service is her bare JID
+PUBSUB = "pubsub.example.org"
+NODE = "urn:xmpp:microblog:0"
+T0 = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+
+
+def _item(item_id: str, n: int = 0, publisher: str = PEP) -> PubsubItem:
+    return PubsubItem(
+        item_id, publisher, T0 + timedelta(minutes=n), f"<entry xmlns='urn:x'>{item_id}/{n}</entry>"
+    )
+
+
+async def _ids(
+    storage: Storage,
+    service: str,
+    node: str,
+    ids: tuple[str, ...] = (),
+    limit: int | None = None,
+) -> list[str]:
+    return [item.id for item in await storage.pubsub.get_items(service, node, ids, limit)]
+
+
+async def test_pubsub_create_get_node(storage: Storage) -> None:
+    ps = storage.pubsub
+    assert await ps.get_node(PEP, NODE) is None
+    assert await ps.create_node(PEP, NODE, '{"access": "presence"}') is True
+    assert await ps.get_node(PEP, NODE) == '{"access": "presence"}'
+    # Creating it again changes nothing.
+    assert await ps.create_node(PEP, NODE, '{"access": "open"}') is False
+    assert await ps.get_node(PEP, NODE) == '{"access": "presence"}'
+    # The same node name on another service is another node.
+    assert await ps.get_node(PUBSUB, NODE) is None
+    assert await ps.create_node(PUBSUB, NODE, "{}") is True
+    assert await ps.get_node(PUBSUB, NODE) == "{}"
+
+
+async def test_pubsub_set_node_config(storage: Storage) -> None:
+    ps = storage.pubsub
+    assert await ps.set_node_config(PEP, NODE, "{}") is False
+    assert await ps.get_node(PEP, NODE) is None  # not created by the update
+    assert await ps.list_nodes(PEP) == []
+    await ps.create_node(PEP, NODE, '{"v": 1}')
+    assert await ps.set_node_config(PEP, NODE, '{"v": 2, "title": "Çà 🎵"}') is True
+    assert await ps.get_node(PEP, NODE) == '{"v": 2, "title": "Çà 🎵"}'
+
+
+async def test_pubsub_list_nodes_sorted_and_per_service(storage: Storage) -> None:
+    for node in ("urn:b", "Zed", "urn:a", "été", "Alpha"):
+        await storage.pubsub.create_node(PEP, node, "{}")
+    await storage.pubsub.create_node(PUBSUB, "news", "{}")
+    # Code point order, independent of the database's collation.
+    assert await storage.pubsub.list_nodes(PEP) == ["Alpha", "Zed", "urn:a", "urn:b", "été"]
+    assert await storage.pubsub.list_nodes(PUBSUB) == ["news"]
+    assert await storage.pubsub.list_nodes("bob@example.org") == []
+
+
+async def test_pubsub_delete_node_removes_items_affiliations_subscriptions(
+    storage: Storage,
+) -> None:
+    ps = storage.pubsub
+    for node in (NODE, "kept"):
+        await ps.create_node(PEP, node, "{}")
+        await ps.publish(PEP, node, _item("i1"), 10)
+        await ps.set_affiliation(PEP, node, "bob@example.org", "publisher")
+        await ps.set_subscription(PEP, node, "bob@example.org/phone", "subscribed")
+
+    assert await ps.delete_node(PEP, NODE) is True
+
+    assert await ps.get_node(PEP, NODE) is None
+    assert await ps.get_items(PEP, NODE) == []
+    assert await ps.get_affiliations(PEP, NODE) == {}
+    assert await ps.get_subscriptions(PEP, NODE) == {}
+    assert await ps.list_nodes(PEP) == ["kept"]
+    assert await _ids(storage, PEP, "kept") == ["i1"]
+    assert await ps.affiliations_of(PEP, "bob@example.org") == {"kept": "publisher"}
+    assert await ps.subscriptions_of(PEP, "bob@example.org/phone") == {"kept": "subscribed"}
+    assert await ps.delete_node(PEP, NODE) is False
+    assert await ps.delete_node(PUBSUB, "never") is False
+    # The name is free again.
+    assert await ps.create_node(PEP, NODE, "{}") is True
+    assert await ps.get_items(PEP, NODE) == []
+
+
+async def test_pubsub_delete_service(storage: Storage) -> None:
+    ps = storage.pubsub
+    for service in (PEP, PUBSUB):
+        for node in ("a", "b"):
+            await ps.create_node(service, node, "{}")
+            await ps.publish(service, node, _item("i1"), 10)
+            await ps.set_affiliation(service, node, PEP, "owner")
+            await ps.set_subscription(service, node, PEP, "subscribed")
+
+    await ps.delete_service(PEP)
+
+    assert await ps.list_nodes(PEP) == []
+    for node in ("a", "b"):
+        assert await ps.get_node(PEP, node) is None
+        assert await ps.get_items(PEP, node) == []
+        assert await ps.get_affiliations(PEP, node) == {}
+        assert await ps.get_subscriptions(PEP, node) == {}
+    assert await ps.affiliations_of(PEP, PEP) == {}
+    assert await ps.subscriptions_of(PEP, PEP) == {}
+    # The other service is untouched.
+    assert await ps.list_nodes(PUBSUB) == ["a", "b"]
+    assert await _ids(storage, PUBSUB, "b") == ["i1"]
+    assert await ps.affiliations_of(PUBSUB, PEP) == {"a": "owner", "b": "owner"}
+    assert await ps.subscriptions_of(PUBSUB, PEP) == {"a": "subscribed", "b": "subscribed"}
+    await ps.delete_service("empty.example.org")  # nothing there: no error
+
+
+async def test_pubsub_publish_returns_items_newest_first(storage: Storage) -> None:
+    await storage.pubsub.create_node(PEP, NODE, "{}")
+    # Ids and stamps deliberately out of order: publish order decides.
+    for item_id, n in (("m", 5), ("z", 1), ("a", 3)):
+        assert await storage.pubsub.publish(PEP, NODE, _item(item_id, n), 10) == []
+    items = await storage.pubsub.get_items(PEP, NODE)
+    assert items == [_item("a", 3), _item("z", 1), _item("m", 5)]
+
+
+async def test_pubsub_republish_moves_item_to_newest_and_replaces_it(storage: Storage) -> None:
+    ps = storage.pubsub
+    for i, item_id in enumerate(("i1", "i2", "i3")):
+        await ps.publish(PEP, NODE, _item(item_id, i), 10)
+    replacement = PubsubItem("i1", "alice@example.org/laptop", T0 + timedelta(hours=1), "<x/>")
+    assert await ps.publish(PEP, NODE, replacement, 10) == []
+    items = await ps.get_items(PEP, NODE)
+    assert [item.id for item in items] == ["i1", "i3", "i2"]
+    assert items[0] == replacement
+    assert await ps.get_items(PEP, NODE, ["i1"]) == [replacement]
+
+
+async def test_pubsub_publish_trims_to_max_items(storage: Storage) -> None:
+    ps = storage.pubsub
+    for i in range(1, 4):
+        assert await ps.publish(PEP, NODE, _item(f"i{i}", i), 3) == []
+    assert await ps.publish(PEP, NODE, _item("i4", 4), 3) == ["i1"]
+    assert await _ids(storage, PEP, NODE) == ["i4", "i3", "i2"]
+    # Republishing an item of a full node replaces it and drops nothing.
+    assert await ps.publish(PEP, NODE, _item("i2", 5), 3) == []
+    assert await _ids(storage, PEP, NODE) == ["i2", "i4", "i3"]
+    # A smaller limit drops every item beyond it, oldest first in the returned list.
+    assert await ps.publish(PEP, NODE, _item("i5", 6), 1) == ["i3", "i4", "i2"]
+    assert await ps.get_items(PEP, NODE) == [_item("i5", 6)]
+    assert await ps.publish(PEP, NODE, _item("i6", 7), 1) == ["i5"]
+    assert await ps.publish(PEP, NODE, _item("i6", 8), 1) == []
+    assert await ps.get_items(PEP, NODE) == [_item("i6", 8)]
+    # Trimming is per node.
+    await ps.publish(PEP, "other", _item("o1"), 1)
+    assert await _ids(storage, PEP, NODE) == ["i6"]
+    assert await _ids(storage, PEP, "other") == ["o1"]
+
+
+async def test_pubsub_get_items_by_ids_and_limit(storage: Storage) -> None:
+    for i in range(1, 6):
+        await storage.pubsub.publish(PEP, NODE, _item(f"i{i}", i), 10)
+    assert await _ids(storage, PEP, NODE, limit=2) == ["i5", "i4"]
+    assert await _ids(storage, PEP, NODE, limit=10) == ["i5", "i4", "i3", "i2", "i1"]
+    assert await _ids(storage, PEP, NODE, limit=0) == []
+    # Newest first whatever order the ids are asked in; unknown ids are ignored.
+    assert await _ids(storage, PEP, NODE, ("i2", "nope", "i4", "i1")) == ["i4", "i2", "i1"]
+    assert await _ids(storage, PEP, NODE, ("i2", "i4", "i1"), limit=2) == ["i4", "i2"]
+    assert await _ids(storage, PEP, NODE, ("nope",)) == []
+    assert await storage.pubsub.get_items(PEP, NODE, ["i3"]) == [_item("i3", 3)]
+    assert await storage.pubsub.get_items(PEP, "empty") == []
+
+
+async def test_pubsub_retract(storage: Storage) -> None:
+    ps = storage.pubsub
+    for item_id in ("i1", "i2", "i3"):
+        await ps.publish(PEP, NODE, _item(item_id), 10)
+    await ps.publish(PUBSUB, NODE, _item("i2"), 10)
+    assert await ps.retract(PEP, NODE, "i2") is True
+    assert await ps.retract(PEP, NODE, "i2") is False
+    assert await ps.retract(PEP, NODE, "nope") is False
+    assert await ps.retract(PEP, "empty", "i1") is False
+    assert await _ids(storage, PEP, NODE) == ["i3", "i1"]
+    assert await _ids(storage, PUBSUB, NODE) == ["i2"]
+
+
+async def test_pubsub_purge_returns_count_and_keeps_the_node(storage: Storage) -> None:
+    ps = storage.pubsub
+    await ps.create_node(PEP, NODE, '{"k": 1}')
+    await ps.set_affiliation(PEP, NODE, PEP, "owner")
+    await ps.set_subscription(PEP, NODE, "bob@example.org", "subscribed")
+    for item_id in ("i1", "i2", "i3"):
+        await ps.publish(PEP, NODE, _item(item_id), 10)
+    await ps.publish(PEP, "other", _item("o1"), 10)
+    assert await ps.purge(PEP, NODE) == 3
+    assert await ps.purge(PEP, NODE) == 0
+    assert await ps.get_items(PEP, NODE) == []
+    assert await ps.get_node(PEP, NODE) == '{"k": 1}'
+    assert await ps.get_affiliations(PEP, NODE) == {PEP: "owner"}
+    assert await ps.get_subscriptions(PEP, NODE) == {"bob@example.org": "subscribed"}
+    assert await _ids(storage, PEP, "other") == ["o1"]
+
+
+async def test_pubsub_affiliations_set_replace_remove(storage: Storage) -> None:
+    ps = storage.pubsub
+    await ps.set_affiliation(PUBSUB, "news", "alice@example.org", "owner")
+    await ps.set_affiliation(PUBSUB, "news", "bob@example.org", "member")
+    await ps.set_affiliation(PUBSUB, "news", "bob@example.org", "publish-only")
+    await ps.set_affiliation(PUBSUB, "news", "carol@example.org", "outcast")
+    await ps.set_affiliation(PUBSUB, "blog", "bob@example.org", "publisher")
+    await ps.set_affiliation(PUBSUB, "blog", "carol@example.org", "member")
+    assert await ps.get_affiliations(PUBSUB, "news") == {
+        "alice@example.org": "owner",
+        "bob@example.org": "publish-only",
+        "carol@example.org": "outcast",
+    }
+    assert await ps.affiliations_of(PUBSUB, "bob@example.org") == {
+        "news": "publish-only",
+        "blog": "publisher",
+    }
+    await ps.set_affiliation(PUBSUB, "news", "carol@example.org", "none")
+    await ps.set_affiliation(PUBSUB, "news", "nobody@example.org", "none")
+    assert await ps.get_affiliations(PUBSUB, "news") == {
+        "alice@example.org": "owner",
+        "bob@example.org": "publish-only",
+    }
+    assert await ps.affiliations_of(PUBSUB, "carol@example.org") == {"blog": "member"}
+    assert await ps.affiliations_of(PUBSUB, "nobody@example.org") == {}
+    assert await ps.get_affiliations(PUBSUB, "empty") == {}
+
+
+async def test_pubsub_subscriptions_set_replace_remove(storage: Storage) -> None:
+    ps = storage.pubsub
+    # Bare and full JIDs subscribe separately.
+    await ps.set_subscription(PUBSUB, "news", "bob@example.org", "pending")
+    await ps.set_subscription(PUBSUB, "news", "bob@example.org/phone", "subscribed")
+    await ps.set_subscription(PUBSUB, "news", "bob@example.org", "subscribed")
+    await ps.set_subscription(PUBSUB, "news", "carol@example.org", "unconfigured")
+    await ps.set_subscription(PUBSUB, "blog", "bob@example.org", "pending")
+    assert await ps.get_subscriptions(PUBSUB, "news") == {
+        "bob@example.org": "subscribed",
+        "bob@example.org/phone": "subscribed",
+        "carol@example.org": "unconfigured",
+    }
+    assert await ps.subscriptions_of(PUBSUB, "bob@example.org") == {
+        "news": "subscribed",
+        "blog": "pending",
+    }
+    assert await ps.subscriptions_of(PUBSUB, "bob@example.org/phone") == {"news": "subscribed"}
+    await ps.set_subscription(PUBSUB, "news", "bob@example.org", None)
+    await ps.set_subscription(PUBSUB, "news", "nobody@example.org", None)
+    assert await ps.get_subscriptions(PUBSUB, "news") == {
+        "bob@example.org/phone": "subscribed",
+        "carol@example.org": "unconfigured",
+    }
+    assert await ps.subscriptions_of(PUBSUB, "bob@example.org") == {"blog": "pending"}
+    assert await ps.get_subscriptions(PUBSUB, "empty") == {}
+
+
+async def test_pubsub_stamps_round_trip_in_utc(storage: Storage) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    stamp = datetime(2026, 1, 1, 12, 0, 0, 999999, tzinfo=plus_two)
+    await storage.pubsub.publish(PEP, NODE, PubsubItem("i1", PEP, stamp, "<x/>"), 10)
+    [back] = await storage.pubsub.get_items(PEP, NODE)
+    assert back.stamp == stamp
+    assert back.stamp.tzinfo is not None and back.stamp.utcoffset() == timedelta(0)
+    assert back.stamp.hour == 10 and back.stamp.microsecond == 999999
+
+
+async def test_pubsub_rejects_naive_stamps_and_keeps_the_old_item(storage: Storage) -> None:
+    await storage.pubsub.publish(PEP, NODE, _item("i1"), 10)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await storage.pubsub.publish(PEP, NODE, PubsubItem("i1", PEP, datetime(2026, 1, 1), ""), 10)
+    assert await storage.pubsub.get_items(PEP, NODE) == [_item("i1")]
+
+
+async def test_pubsub_unicode_and_empty_payloads(storage: Storage) -> None:
+    ps = storage.pubsub
+    node = "urn:xmpp:ünïcode:0/日本語"
+    payload = "<entry xmlns='urn:x'><title>Bób 🎵 «Descant» 日本語 \u200b ✓</title></entry>"
+    items = [
+        PubsubItem("id-é-🎵", "bób@example.org/résumé", T0, payload),
+        PubsubItem("empty", PEP, T0, ""),
+    ]
+    await ps.create_node(PEP, node, '{"title": "Ünïcode 🎵"}')
+    for item in items:
+        await ps.publish(PEP, node, item, 10)
+    assert await ps.get_items(PEP, node) == items[::-1]
+    assert await ps.get_items(PEP, node, ["id-é-🎵"]) == items[:1]
+    assert await ps.list_nodes(PEP) == [node]
+    assert await ps.get_node(PEP, node) == '{"title": "Ünïcode 🎵"}'
+
+
+async def test_pubsub_services_are_isolated(storage: Storage) -> None:
+    ps = storage.pubsub
+    services = (PEP, "bob@example.org", "alice@other.example", PUBSUB)
+    for n, service in enumerate(services):
+        await ps.create_node(service, NODE, f'{{"n": {n}}}')
+        await ps.publish(service, NODE, _item("current", n), 1)
+        await ps.set_affiliation(service, NODE, "carol@example.org", f"aff{n}")
+        await ps.set_subscription(service, NODE, "carol@example.org", f"state{n}")
+    for n, service in enumerate(services):
+        assert await ps.get_node(service, NODE) == f'{{"n": {n}}}'
+        assert await ps.get_items(service, NODE) == [_item("current", n)]
+        assert await ps.affiliations_of(service, "carol@example.org") == {NODE: f"aff{n}"}
+        assert await ps.subscriptions_of(service, "carol@example.org") == {NODE: f"state{n}"}
+        assert await ps.list_nodes(service) == [NODE]
+    assert await ps.retract(PEP, NODE, "current") is True
+    assert await ps.purge("bob@example.org", NODE) == 1
+    assert await _ids(storage, "alice@other.example", NODE) == ["current"]
+    assert await _ids(storage, PUBSUB, NODE) == ["current"]
+
+
+async def test_pubsub_concurrent_publishes_of_one_id_keep_one_item(storage: Storage) -> None:
+    # As two clients of one account both publishing the "current" item of a PEP node.
+    await storage.pubsub.publish(PEP, NODE, _item("other"), 5)
+    await asyncio.gather(
+        *(storage.pubsub.publish(PEP, NODE, _item("current", n), 5) for n in range(10))
+    )
+    items = await storage.pubsub.get_items(PEP, NODE)
+    assert [item.id for item in items] == ["current", "other"]
+    assert items[0] in [_item("current", n) for n in range(10)]
+
+
+async def test_pubsub_concurrent_publishes_respect_max_items(storage: Storage) -> None:
+    dropped = await asyncio.gather(
+        *(storage.pubsub.publish(PEP, NODE, _item(f"i{n}", n), 3) for n in range(12))
+    )
+    kept = await _ids(storage, PEP, NODE)
+    assert len(kept) == 3
+    # Every item was either kept or reported dropped, exactly once.
+    reported = [item_id for ids in dropped for item_id in ids]
+    assert sorted(reported + kept) == sorted(f"i{n}" for n in range(12))
+
+
+async def test_account_delete_removes_its_pep_service_only(storage: Storage) -> None:
+    ps = storage.pubsub
+    # alice@example.org's PEP service, bob's, alice's namesake on another host, and a
+    # pubsub service where alice has data of her own.
+    services = (PEP, "bob@example.org", "alice@other.example", PUBSUB)
+    await storage.accounts.create(account(H, "alice"))
+    await storage.accounts.create(account(H, "bob"))
+    await storage.accounts.create(account("other.example", "alice"))
+    for service in services:
+        for node in (NODE, "urn:xmpp:avatar:data"):
+            await ps.create_node(service, node, "{}")
+            await ps.publish(service, node, _item("current"), 1)
+            await ps.set_affiliation(service, node, PEP, "owner")
+            await ps.set_subscription(service, node, f"{PEP}/laptop", "subscribed")
+    # Rows of a node never created go too.
+    await ps.publish(PEP, "orphan", _item("i1"), 10)
+    await ps.set_affiliation(PEP, "orphan", "bob@example.org", "member")
+    await ps.set_subscription(PEP, "orphan", "bob@example.org", "subscribed")
+
+    assert await storage.accounts.delete(H, "alice") is True
+
+    assert await ps.list_nodes(PEP) == []
+    for node in (NODE, "urn:xmpp:avatar:data", "orphan"):
+        assert await ps.get_node(PEP, node) is None
+        assert await ps.get_items(PEP, node) == []
+        assert await ps.get_affiliations(PEP, node) == {}
+        assert await ps.get_subscriptions(PEP, node) == {}
+    assert await ps.affiliations_of(PEP, "bob@example.org") == {}
+    assert await ps.subscriptions_of(PEP, "bob@example.org") == {}
+    both = {NODE: "owner", "urn:xmpp:avatar:data": "owner"}
+    for service in services[1:]:
+        assert await ps.list_nodes(service) == sorted([NODE, "urn:xmpp:avatar:data"])
+        assert await _ids(storage, service, NODE) == ["current"]
+        assert await ps.affiliations_of(service, PEP) == both
+        assert await ps.subscriptions_of(service, f"{PEP}/laptop") == {
+            NODE: "subscribed",
+            "urn:xmpp:avatar:data": "subscribed",
+        }
+
+
 # Durable backends: persistence and sharing between processes
 
 
@@ -407,12 +777,19 @@ async def test_data_persists_across_close_and_reopen(
     version = await first.roster.put_item(H, "alice", RosterItem("bob@example.com", "Bob"))
     stamp = datetime(2030, 12, 31, 23, 59, 59, 1, tzinfo=UTC)
     await first.offline.push(H, "alice", "<message/>", stamp)
+    await first.pubsub.create_node(PEP, NODE, "{}")
+    for item_id in ("i1", "i2"):
+        await first.pubsub.publish(PEP, NODE, _item(item_id), 10)
     await first.close()
 
     second = await make_storage(durable_url)
     assert await second.accounts.get(H, "alice") == account(H, "alice")
     assert await second.roster.get_version(H, "alice") == version
     assert await second.offline.pop_all(H, "alice") == [("<message/>", stamp)]
+    assert await second.pubsub.list_nodes(PEP) == [NODE]
+    # Publishing after a reopen continues the order: "i1" republished becomes the newest.
+    assert await second.pubsub.publish(PEP, NODE, _item("i1", 1), 2) == []
+    assert await _ids(second, PEP, NODE) == ["i1", "i2"]
 
 
 async def test_two_storage_objects_see_each_others_writes(

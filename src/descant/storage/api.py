@@ -10,6 +10,7 @@ back when needed. Times are timezone-aware UTC ``datetime`` values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -190,12 +191,86 @@ class RoomStore(Protocol):
         UnknownArchiveId if ``after`` or ``before`` names no message of the room."""
 
 
+@dataclass(frozen=True, slots=True)
+class PubsubItem:
+    """One published item (XEP-0060): its id, the publisher's JID, when it was
+    published, and its payload as XML text ("" for an item without one)."""
+
+    id: str
+    publisher: str
+    stamp: datetime
+    payload: str
+
+
+class PubsubStore(Protocol):
+    """Publish-subscribe nodes (XEP-0060) of every service: an account's PEP service
+    (XEP-0163; ``service`` is its bare JID) and pubsub services (``service`` is their
+    domain). A node's configuration is an opaque JSON text the pubsub module owns.
+    Affiliations are keyed by bare JID ("none" is never stored); subscriptions by the
+    JID that subscribed (bare or full), one per JID and node.
+    """
+
+    async def create_node(self, service: str, node: str, config: str) -> bool:
+        """Create a node; False (and nothing changed) if it exists."""
+
+    async def get_node(self, service: str, node: str) -> str | None:
+        """The node's configuration, or None for a node that does not exist."""
+
+    async def set_node_config(self, service: str, node: str, config: str) -> bool:
+        """Replace a node's configuration; False if the node does not exist."""
+
+    async def list_nodes(self, service: str) -> list[str]:
+        """The service's node names, sorted."""
+
+    async def delete_node(self, service: str, node: str) -> bool:
+        """Remove a node with its items, affiliations and subscriptions; False if absent."""
+
+    async def delete_service(self, service: str) -> None:
+        """Remove every node of a service (an account's PEP data goes with the account)."""
+
+    async def publish(self, service: str, node: str, item: PubsubItem, max_items: int) -> list[str]:
+        """Store an item (one with the same id is replaced and the new one becomes the
+        newest), then drop the oldest beyond ``max_items``; return the ids dropped."""
+
+    async def get_items(
+        self, service: str, node: str, ids: Sequence[str] = (), limit: int | None = None
+    ) -> list[PubsubItem]:
+        """Items newest first: all, or those named in ``ids``; at most ``limit``."""
+
+    async def retract(self, service: str, node: str, item_id: str) -> bool:
+        """Remove one item; False if the node holds no item with that id."""
+
+    async def purge(self, service: str, node: str) -> int:
+        """Remove every item of a node; return how many there were."""
+
+    async def set_affiliation(self, service: str, node: str, jid: str, affiliation: str) -> None:
+        """Set a bare JID's affiliation (owner, publisher, publish-only, member,
+        outcast); "none" removes it."""
+
+    async def get_affiliations(self, service: str, node: str) -> dict[str, str]:
+        """Every stored affiliation of a node, bare JID → affiliation."""
+
+    async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
+        """A bare JID's affiliations on a service, node → affiliation."""
+
+    async def set_subscription(self, service: str, node: str, jid: str, state: str | None) -> None:
+        """Set a JID's subscription state ("subscribed", "pending", "unconfigured");
+        None removes it."""
+
+    async def get_subscriptions(self, service: str, node: str) -> dict[str, str]:
+        """Every subscription to a node, JID → state."""
+
+    async def subscriptions_of(self, service: str, jid: str) -> dict[str, str]:
+        """A JID's subscriptions on a service, node → state."""
+
+
 class Storage(Protocol):
     accounts: AccountStore
     roster: RosterStore
     offline: OfflineStore
     keyval: KeyValueStore
     rooms: RoomStore
+    pubsub: PubsubStore
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

@@ -8,6 +8,8 @@ tuples, strings), so handing them out needs no copies.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from descant.storage.api import (
@@ -19,6 +21,8 @@ from descant.storage.api import (
     KeyValueStore,
     NoSuchAccount,
     OfflineStore,
+    PubsubItem,
+    PubsubStore,
     RoomStore,
     RosterItem,
     RosterStore,
@@ -27,6 +31,7 @@ from descant.storage.api import (
 from descant.storage.sql import require_utc
 
 UserKey = tuple[str, str]
+NodeKey = tuple[str, str]
 
 
 class _Data:
@@ -42,6 +47,29 @@ class _Data:
         self.keyval: dict[tuple[str, str, str, str], str] = {}
         self.rooms: dict[tuple[str, str], str] = {}
         self.room_affiliations: dict[tuple[str, str], dict[str, str]] = {}
+        self.pubsub_nodes: dict[NodeKey, str] = {}
+        # Items by id in publish order, oldest first (insertion order again).
+        self.pubsub_items: dict[NodeKey, dict[str, PubsubItem]] = {}
+        self.pubsub_affiliations: dict[NodeKey, dict[str, str]] = {}
+        self.pubsub_subscriptions: dict[NodeKey, dict[str, str]] = {}
+
+    def delete_pubsub_node(self, key: NodeKey) -> bool:
+        """Drop a node's rows from every pubsub table; whether the node itself existed."""
+        self.pubsub_items.pop(key, None)
+        self.pubsub_affiliations.pop(key, None)
+        self.pubsub_subscriptions.pop(key, None)
+        return self.pubsub_nodes.pop(key, None) is not None
+
+    def delete_pubsub_service(self, service: str) -> None:
+        # Items, affiliations and subscriptions may exist for a node never created.
+        tables = (
+            self.pubsub_nodes,
+            self.pubsub_items,
+            self.pubsub_affiliations,
+            self.pubsub_subscriptions,
+        )
+        for key in {k for table in tables for k in table if k[0] == service}:
+            self.delete_pubsub_node(key)
 
 
 class MemoryAccountStore:
@@ -70,6 +98,7 @@ class MemoryAccountStore:
             table.pop(key, None)
         for kv_key in [k for k in data.keyval if k[:2] == key]:
             del data.keyval[kv_key]
+        data.delete_pubsub_service(f"{username}@{host}")
         return data.accounts.pop(key, None) is not None
 
     async def list(self, host: str | None = None) -> list[tuple[str, str]]:
@@ -203,6 +232,91 @@ class MemoryRoomStore:
         return page, len(page) == len(found)
 
 
+class MemoryPubsubStore:
+    def __init__(self, data: _Data) -> None:
+        self._data = data
+
+    async def create_node(self, service: str, node: str, config: str) -> bool:
+        if (service, node) in self._data.pubsub_nodes:
+            return False
+        self._data.pubsub_nodes[(service, node)] = config
+        return True
+
+    async def get_node(self, service: str, node: str) -> str | None:
+        return self._data.pubsub_nodes.get((service, node))
+
+    async def set_node_config(self, service: str, node: str, config: str) -> bool:
+        if (service, node) not in self._data.pubsub_nodes:
+            return False
+        self._data.pubsub_nodes[(service, node)] = config
+        return True
+
+    async def list_nodes(self, service: str) -> list[str]:
+        return sorted(n for s, n in self._data.pubsub_nodes if s == service)
+
+    async def delete_node(self, service: str, node: str) -> bool:
+        return self._data.delete_pubsub_node((service, node))
+
+    async def delete_service(self, service: str) -> None:
+        self._data.delete_pubsub_service(service)
+
+    async def publish(self, service: str, node: str, item: PubsubItem, max_items: int) -> list[str]:
+        stored = replace(item, stamp=require_utc(item.stamp))
+        items = self._data.pubsub_items.setdefault((service, node), {})
+        items.pop(item.id, None)  # a republished id moves to the end
+        items[item.id] = stored
+        dropped = list(items)[: max(len(items) - max_items, 0)]
+        for item_id in dropped:
+            del items[item_id]
+        return dropped
+
+    async def get_items(
+        self, service: str, node: str, ids: Sequence[str] = (), limit: int | None = None
+    ) -> list[PubsubItem]:
+        newest_first = reversed(self._data.pubsub_items.get((service, node), {}).values())
+        wanted = set(ids)
+        found = [item for item in newest_first if not wanted or item.id in wanted]
+        return found if limit is None else found[:limit]
+
+    async def retract(self, service: str, node: str, item_id: str) -> bool:
+        items = self._data.pubsub_items.get((service, node), {})
+        return items.pop(item_id, None) is not None
+
+    async def purge(self, service: str, node: str) -> int:
+        return len(self._data.pubsub_items.pop((service, node), {}))
+
+    async def set_affiliation(self, service: str, node: str, jid: str, affiliation: str) -> None:
+        table = self._data.pubsub_affiliations.setdefault((service, node), {})
+        if affiliation == "none":
+            table.pop(jid, None)
+        else:
+            table[jid] = affiliation
+
+    async def get_affiliations(self, service: str, node: str) -> dict[str, str]:
+        return dict(self._data.pubsub_affiliations.get((service, node), {}))
+
+    async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
+        return _node_values(self._data.pubsub_affiliations, service, jid)
+
+    async def set_subscription(self, service: str, node: str, jid: str, state: str | None) -> None:
+        table = self._data.pubsub_subscriptions.setdefault((service, node), {})
+        if state is None:
+            table.pop(jid, None)
+        else:
+            table[jid] = state
+
+    async def get_subscriptions(self, service: str, node: str) -> dict[str, str]:
+        return dict(self._data.pubsub_subscriptions.get((service, node), {}))
+
+    async def subscriptions_of(self, service: str, jid: str) -> dict[str, str]:
+        return _node_values(self._data.pubsub_subscriptions, service, jid)
+
+
+def _node_values(table: dict[NodeKey, dict[str, str]], service: str, jid: str) -> dict[str, str]:
+    """One JID's entry in every node of a service, node → value."""
+    return {n: by_jid[jid] for (s, n), by_jid in table.items() if s == service and jid in by_jid}
+
+
 class MemoryStorage:
     def __init__(self) -> None:
         data = _Data()
@@ -211,6 +325,7 @@ class MemoryStorage:
         self.offline: OfflineStore = MemoryOfflineStore(data)
         self.keyval: KeyValueStore = MemoryKeyValueStore(data)
         self.rooms: RoomStore = MemoryRoomStore(data)
+        self.pubsub: PubsubStore = MemoryPubsubStore(data)
 
     async def open(self) -> None:
         """Nothing to connect to or migrate."""

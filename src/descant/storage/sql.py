@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,8 @@ from descant.storage.api import (
     KeyValueStore,
     NoSuchAccount,
     OfflineStore,
+    PubsubItem,
+    PubsubStore,
     RoomStore,
     RosterItem,
     RosterStore,
@@ -134,6 +137,20 @@ _KEY_COLUMNS = (
 # Every table besides accounts holding per-user rows; deleting an account empties them all.
 USER_DATA_TABLES = ("roster", "roster_version", "roster_pending_in", "offline", "keyval")
 
+# Every table of pubsub rows, keyed by (service, node). An account's PEP service is the
+# account's bare JID, so deleting the account empties these for that service too.
+PUBSUB_TABLES = ("pubsub_items", "pubsub_affiliations", "pubsub_subscriptions", "pubsub_nodes")
+
+
+# First key of the PostgreSQL advisory locks serializing publishes to one node (the second
+# is a hash of service and node); two-key locks never clash with migrations' one-key lock.
+_PUBSUB_LOCK_CLASS = 0x50554253  # "PUBS"
+
+
+async def _delete_pubsub_service(tx: Executor, service: str) -> None:
+    for table in PUBSUB_TABLES:
+        await tx.execute(f"DELETE FROM {table} WHERE service = ?", service)
+
 
 class SqlAccountStore:
     def __init__(self, db: Database) -> None:
@@ -180,6 +197,7 @@ class SqlAccountStore:
                 await tx.execute(
                     f"DELETE FROM {table} WHERE host = ? AND username = ?", host, username
                 )
+            await _delete_pubsub_service(tx, f"{username}@{host}")
             changed = await tx.execute(
                 "DELETE FROM accounts WHERE host = ? AND username = ?", host, username
             )
@@ -508,6 +526,203 @@ class SqlRoomStore:
         return [ArchivedMessage(str(i), decode(t), str(n), str(s)) for i, t, n, s in rows], complete
 
 
+class SqlPubsubStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create_node(self, service: str, node: str, config: str) -> bool:
+        changed = await self._db.execute(
+            "INSERT INTO pubsub_nodes (service, node, config) VALUES (?, ?, ?) "
+            "ON CONFLICT (service, node) DO NOTHING",
+            service,
+            node,
+            config,
+        )
+        return changed > 0
+
+    async def get_node(self, service: str, node: str) -> str | None:
+        row = await self._db.fetchone(
+            "SELECT config FROM pubsub_nodes WHERE service = ? AND node = ?", service, node
+        )
+        return None if row is None else str(row[0])
+
+    async def set_node_config(self, service: str, node: str, config: str) -> bool:
+        changed = await self._db.execute(
+            "UPDATE pubsub_nodes SET config = ? WHERE service = ? AND node = ?",
+            config,
+            service,
+            node,
+        )
+        return changed > 0
+
+    async def list_nodes(self, service: str) -> list[str]:
+        rows = await self._db.fetchall("SELECT node FROM pubsub_nodes WHERE service = ?", service)
+        return sorted(str(n) for (n,) in rows)
+
+    async def delete_node(self, service: str, node: str) -> bool:
+        async with self._db.transaction() as tx:
+            changed = 0
+            for table in PUBSUB_TABLES:
+                changed = await tx.execute(
+                    f"DELETE FROM {table} WHERE service = ? AND node = ?", service, node
+                )
+        # PUBSUB_TABLES ends with pubsub_nodes, so this counts the node itself.
+        return changed > 0
+
+    async def delete_service(self, service: str) -> None:
+        async with self._db.transaction() as tx:
+            await _delete_pubsub_service(tx, service)
+
+    async def publish(self, service: str, node: str, item: PubsubItem, max_items: int) -> list[str]:
+        stamp = self._db.dialect.encode_time(item.stamp)
+        async with self._db.transaction() as tx:
+            if self._db.dialect.name == "postgres":
+                # Publishes to one node take turns (SQLite transactions always do). Under
+                # READ COMMITTED two would each trim without seeing the other's new item,
+                # or both insert the same id.
+                await tx.execute(
+                    "SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                    _PUBSUB_LOCK_CLASS,
+                    f"{service}\n{node}",
+                )
+            # Delete then insert, so a republished id takes a new seq: it becomes the newest.
+            await tx.execute(
+                "DELETE FROM pubsub_items WHERE service = ? AND node = ? AND id = ?",
+                service,
+                node,
+                item.id,
+            )
+            await tx.execute(
+                "INSERT INTO pubsub_items (service, node, id, publisher, stamp, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                service,
+                node,
+                item.id,
+                item.publisher,
+                stamp,
+                item.payload,
+            )
+            # The newest item beyond max_items; it and everything older go.
+            row = await tx.fetchone(
+                "SELECT seq FROM pubsub_items WHERE service = ? AND node = ? "
+                "ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                service,
+                node,
+                max_items,
+            )
+            if row is None:
+                return []
+            rows = await tx.fetchall(
+                "DELETE FROM pubsub_items WHERE service = ? AND node = ? AND seq <= ? "
+                "RETURNING seq, id",
+                service,
+                node,
+                row[0],
+            )
+        return [str(item_id) for _, item_id in sorted(rows)]
+
+    async def get_items(
+        self, service: str, node: str, ids: Sequence[str] = (), limit: int | None = None
+    ) -> list[PubsubItem]:
+        sql = (
+            "SELECT id, publisher, stamp, payload FROM pubsub_items WHERE service = ? AND node = ?"
+        )
+        params: list[object] = [service, node]
+        if ids:
+            sql += f" AND id IN ({', '.join('?' * len(ids))})"
+            params.extend(ids)
+        sql += " ORDER BY seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = await self._db.fetchall(sql, *params)
+        decode = self._db.dialect.decode_time
+        return [PubsubItem(str(i), str(p), decode(t), str(d)) for i, p, t, d in rows]
+
+    async def retract(self, service: str, node: str, item_id: str) -> bool:
+        changed = await self._db.execute(
+            "DELETE FROM pubsub_items WHERE service = ? AND node = ? AND id = ?",
+            service,
+            node,
+            item_id,
+        )
+        return changed > 0
+
+    async def purge(self, service: str, node: str) -> int:
+        return await self._db.execute(
+            "DELETE FROM pubsub_items WHERE service = ? AND node = ?", service, node
+        )
+
+    async def set_affiliation(self, service: str, node: str, jid: str, affiliation: str) -> None:
+        if affiliation == "none":
+            await self._db.execute(
+                "DELETE FROM pubsub_affiliations WHERE service = ? AND node = ? AND jid = ?",
+                service,
+                node,
+                jid,
+            )
+            return
+        await self._db.execute(
+            "INSERT INTO pubsub_affiliations (service, node, jid, affiliation) "
+            "VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (service, node, jid) DO UPDATE SET affiliation = excluded.affiliation",
+            service,
+            node,
+            jid,
+            affiliation,
+        )
+
+    async def get_affiliations(self, service: str, node: str) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT jid, affiliation FROM pubsub_affiliations WHERE service = ? AND node = ?",
+            service,
+            node,
+        )
+        return {str(j): str(a) for j, a in rows}
+
+    async def affiliations_of(self, service: str, jid: str) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT node, affiliation FROM pubsub_affiliations WHERE service = ? AND jid = ?",
+            service,
+            jid,
+        )
+        return {str(n): str(a) for n, a in rows}
+
+    async def set_subscription(self, service: str, node: str, jid: str, state: str | None) -> None:
+        if state is None:
+            await self._db.execute(
+                "DELETE FROM pubsub_subscriptions WHERE service = ? AND node = ? AND jid = ?",
+                service,
+                node,
+                jid,
+            )
+            return
+        await self._db.execute(
+            "INSERT INTO pubsub_subscriptions (service, node, jid, state) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (service, node, jid) DO UPDATE SET state = excluded.state",
+            service,
+            node,
+            jid,
+            state,
+        )
+
+    async def get_subscriptions(self, service: str, node: str) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT jid, state FROM pubsub_subscriptions WHERE service = ? AND node = ?",
+            service,
+            node,
+        )
+        return {str(j): str(s) for j, s in rows}
+
+    async def subscriptions_of(self, service: str, jid: str) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT node, state FROM pubsub_subscriptions WHERE service = ? AND jid = ?",
+            service,
+            jid,
+        )
+        return {str(n): str(s) for n, s in rows}
+
+
 class SqlStorage:
     """``Storage`` over any ``Database``; ``open()`` connects and migrates."""
 
@@ -518,6 +733,7 @@ class SqlStorage:
         self.offline: OfflineStore = SqlOfflineStore(db)
         self.keyval: KeyValueStore = SqlKeyValueStore(db)
         self.rooms: RoomStore = SqlRoomStore(db)
+        self.pubsub: PubsubStore = SqlPubsubStore(db)
 
     async def open(self) -> None:
         await self.db.connect()
