@@ -147,6 +147,9 @@ class Harness:
             from descant.features.muc import add_services
 
             add_services(server)
+            from descant.features.pubsub import add_services as add_pubsub
+
+            add_pubsub(server)
         for host in server.hosts.values():
             await host.start()
         return cls(server)

@@ -112,6 +112,20 @@ class MUCConfig:
 
 
 @dataclass(frozen=True)
+class PubSubConfig:
+    # Serve <domain_prefix>.<domain> for every served domain (XEP-0060).
+    enabled: bool = True
+    domain_prefix: str = "pubsub"
+    # Who may create nodes on the pubsub service: "local" accounts or "anyone".
+    node_creation: str = "local"
+    # The most items a node keeps (what "max" means in pubsub#max_items), on the
+    # pubsub service and in PEP.
+    max_items: int = 1000
+    # The largest item payload accepted, in bytes of XML.
+    max_payload: int = 65536
+
+
+@dataclass(frozen=True)
 class PushConfig:
     # XEP-0357: what a notification tells the app server (and so the platform's
     # push service): the sender's JID, and the message body only when asked.
@@ -160,6 +174,7 @@ class Config:
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     muc: MUCConfig = field(default_factory=MUCConfig)
+    pubsub: PubSubConfig = field(default_factory=PubSubConfig)
     push: PushConfig = field(default_factory=PushConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -181,6 +196,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "c2s.max_unacked": (10, 1_000_000),
     "muc.history_length": (0, 10000),
     "muc.max_occupants": (1, 1_000_000),
+    "pubsub.max_items": (1, 100_000),
+    "pubsub.max_payload": (1024, 16 * 1024 * 1024),
     "push.max_errors": (1, 1000),
     "push.timeout": (0.1, 3600),
     "s2s.connect_timeout": (0.1, 600),
@@ -193,6 +210,7 @@ _RANGES: dict[str, tuple[float, float]] = {
 _S2S_POLICIES = ("verify", "dialback", "insecure")
 _CHOICES = {"log.level": ("debug", "info", "warning", "error"), "s2s.policy": _S2S_POLICIES}
 _CHOICES["muc.room_creation"] = ("local", "anyone")
+_CHOICES["pubsub.node_creation"] = ("local", "anyone")
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
@@ -257,10 +275,14 @@ def _validate(cfg: Config) -> None:
                 raise ConfigError(f"server.domains[{i}]: {d!r} is not in canonical form")
         except InvalidJID as exc:
             raise ConfigError(f"server.domains[{i}]: {exc}") from None
-        try:
-            prep_domain(f"{cfg.muc.domain_prefix}.{d}")
-        except InvalidJID as exc:
-            raise ConfigError(f"muc.domain_prefix: {exc}") from None
+        for key, prefix in (
+            ("muc.domain_prefix", cfg.muc.domain_prefix),
+            ("pubsub.domain_prefix", cfg.pubsub.domain_prefix),
+        ):
+            try:
+                prep_domain(f"{prefix}.{d}")
+            except InvalidJID as exc:
+                raise ConfigError(f"{key}: {exc}") from None
     for section in ("c2s", "s2s", "http", "components"):
         sect = getattr(cfg, section)
         for key in ("listen", "tls_listen"):

@@ -28,6 +28,7 @@ class Host:
         self.features: set[str] = set()
         # Features an account of this host offers (its bare JID's disco#info).
         self.account_features: set[str] = set()
+        self.account_identities: list[tuple[str, str]] = [("account", "registered")]
         self.identities: list[tuple[str, str, str]] = []
         self.stream_features: list[ET.Element] = []
         self.requests = IqRequests(self)  # the server's own iq requests and their answers
@@ -46,6 +47,9 @@ class Host:
 
     def add_account_feature(self, *names: str) -> None:
         self.account_features.update(names)
+
+    def add_account_identity(self, category: str, type_: str) -> None:
+        self.account_identities.append((category, type_))
 
     def add_identity(self, category: str, type_: str, name: str = "") -> None:
         self.identities.append((category, type_, name))

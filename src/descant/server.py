@@ -80,6 +80,9 @@ class Server:
         from descant.features.muc import add_services
 
         add_services(self)  # a MUC host per domain (XEP-0045; features/muc)
+        from descant.features.pubsub import add_services as add_pubsub
+
+        add_pubsub(self)  # a pubsub host per domain (XEP-0060; features/pubsub)
         for host in self.hosts.values():
             await host.start()
         # Before c2s: once clients are accepted, federation and components are up.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from descant.features.blocking import BlockingModule
+from descant.features.caps import CapsModule
 from descant.features.carbons import CarbonsModule
 from descant.features.csi import ClientStateModule
 from descant.features.disco import DiscoModule
@@ -11,6 +12,7 @@ from descant.features.message import MessageModule
 from descant.features.offline import OfflineModule
 from descant.features.ping import PingModule
 from descant.features.presence import PresenceModule
+from descant.features.pubsub import PEPModule
 from descant.features.push import PushModule
 from descant.features.roster import RosterModule
 from descant.features.smacks import StreamManagementModule
@@ -20,6 +22,7 @@ from descant.modules import Module
 
 DEFAULT_MODULES: list[type[Module]] = [
     DiscoModule,
+    CapsModule,
     MessageModule,
     RosterModule,
     PresenceModule,
@@ -33,4 +36,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     StreamManagementModule,
     ClientStateModule,
     PushModule,
+    PEPModule,
 ]

@@ -54,9 +54,9 @@ class DiscoModule(Module):
         if not await self._may_see(ev):
             return await self._error(ev, "service-unavailable")
         query = ET.Element("{%s}query" % ns.DISCO_INFO)
-        ET.SubElement(
-            query, "{%s}identity" % ns.DISCO_INFO, {"category": "account", "type": "registered"}
-        )
+        for category, type_ in self.host.account_identities:
+            attrs = {"category": category, "type": type_}
+            ET.SubElement(query, "{%s}identity" % ns.DISCO_INFO, attrs)
         for feature in sorted({ns.DISCO_INFO} | self.host.account_features):
             ET.SubElement(query, "{%s}feature" % ns.DISCO_INFO, {"var": feature})
         return await self._result(ev, query)

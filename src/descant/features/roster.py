@@ -171,6 +171,7 @@ class RosterModule(Module):
         self._update(user, version, item.jid, item)
         if push:
             self.push(user, item_element(item), version)
+        await self.host.events.fire("roster-changed", (user, item))
         return version
 
     async def remove_item(self, user: str, jid: str, push: bool = True) -> str:

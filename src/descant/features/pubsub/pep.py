@@ -1,0 +1,298 @@
+"""Personal Eventing Protocol (XEP-0163): a pubsub service on every account.
+
+Requests to an account's bare JID (or with no ``to``, from the account itself)
+address its PEP service (protocol.py does XEP-0060 on it); the account owns every
+node, nodes are created on first publish, and the defaults are XEP-0163 §4.5's
+(presence access, one item, last item sent on subscription and presence).
+
+Who hears of a publication (§4.3): explicit subscribers, and every available
+resource of a contact subscribed to the account's presence (or of the account
+itself) whose entity capabilities (XEP-0115) advertise ``<node>+notify``. Those
+resources are learnt from the presence the account receives: a contact's client
+broadcasts to the account's bare JID (``presence/bare``, looked at ahead of the
+presence module, never taken), and the account's own resources send theirs
+(``pre-presence``). The features behind a caps hash come from the caps module,
+which asks the client once per hash. When a resource first shows interest in a
+node (it comes online, or its caps change), it gets the node's last item; so does a
+contact the account lets subscribe (``roster-changed``).
+
+``interest`` holds, per account with a session online, each interested resource's
+notify set; an account's entry goes with its last session, and its size is
+bounded (``max_interested``).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from descant.errors import StanzaError
+from descant.features.caps import Caps, CapsModule, caps_of
+from descant.features.pubsub.config import NodeConfig
+from descant.features.pubsub.names import FEATURES, PUBSUB
+from descant.features.pubsub.protocol import PubSubModule, event_retract
+from descant.features.pubsub.service import Node, Published, Service
+from descant.features.roster import RosterModule
+from descant.jid import JID
+from descant.routing.router import StanzaEvent
+from descant.routing.sessions import Session
+from descant.stanza import iq_result
+from descant.storage.api import PubsubItem, RosterItem
+from descant.xml import ns
+
+NOTIFY = "+notify"
+# XEP-0163 §4.5 recommended defaults.
+PEP_DEFAULTS = NodeConfig(
+    access_model="presence",
+    max_items=1,
+    send_last_published_item="on_sub_and_presence",
+)
+
+
+class PEPModule(PubSubModule):
+    name = "pep"
+    to = "self,bare"
+    max_items = 1000  # the most items a node keeps ("max" in a form)
+    max_services = 10_000  # accounts whose nodes are cached
+    max_interested = 1000  # interested resources tracked per account
+
+    def load(self) -> None:
+        super().load()
+        self.host.add_account_identity("pubsub", "pep")
+        self.host.add_account_feature(PUBSUB, *(f"{PUBSUB}#{f}" for f in FEATURES))
+        self.services: OrderedDict[str, Service] = OrderedDict()
+        self.interest: dict[str, dict[JID, frozenset[str]]] = {}
+        self.hook("presence/bare", self.on_presence_in, priority=10)
+        self.hook("pre-presence", self.on_presence_out, priority=10)
+        self.hook("resource-unbound", self.on_unbound)
+        self.hook("roster-changed", self.on_roster_changed)
+        for kind in ("self", "bare"):
+            # Ahead of the disco module, which lists no items for an account.
+            self.hook(f"iq-get/{kind}/{ns.DISCO_ITEMS}:query", self.disco_items, priority=10)
+
+    @property
+    def caps(self) -> CapsModule:
+        mod = self.host.modules.get("caps")
+        if not isinstance(mod, CapsModule):
+            raise RuntimeError("the pep module needs the caps module")
+        return mod
+
+    @property
+    def roster(self) -> RosterModule:
+        mod = self.host.modules.get("roster")
+        if not isinstance(mod, RosterModule):
+            raise RuntimeError("the pep module needs the roster module")
+        return mod
+
+    # -- services -----------------------------------------------------------------------
+
+    def service(self, user: str) -> Service:
+        service = self.services.get(user)
+        if service is not None:
+            self.services.move_to_end(user)
+            return service
+        bare = f"{user}@{self.host.domain}"
+        service = Service(
+            bare, self.host.storage.pubsub, PEP_DEFAULTS, self.max_items, self._roster, owner=bare
+        )
+        self.services[user] = service
+        if len(self.services) > self.max_services:
+            self.services.popitem(last=False)
+        return service
+
+    async def _roster(self, owner: str, requester: str) -> tuple[str, tuple[str, ...]] | None:
+        item = await self.roster.get_item(owner.partition("@")[0], requester)
+        return None if item is None else (item.subscription, item.groups)
+
+    async def service_for(self, ev: StanzaEvent) -> Service | None:
+        user = ev.to.local
+        if ev.to_kind == "bare" and not await self._exists(user):
+            return None
+        return self.service(user)
+
+    async def _exists(self, user: str) -> bool:
+        if self.host.sessions.of_user(user) or user in self.services:
+            return True
+        return await self.host.storage.accounts.get(self.host.domain, user) is not None
+
+    async def recipients(self, service: Service, node: Node) -> Iterable[str]:
+        out = list(await super().recipients(service, node))
+        subscribed = set(out)
+        user = service.jid.partition("@")[0]
+        allowed: dict[JID, bool] = {}
+        for jid, nodes in list(self.interest.get(user, {}).items()):
+            if node.name not in nodes or str(jid) in subscribed or str(jid.bare) in subscribed:
+                continue
+            bare = jid.bare
+            if bare not in allowed:
+                allowed[bare] = await service.can_retrieve(node, bare)
+            if allowed[bare]:
+                out.append(str(jid))
+        return out
+
+    # -- who is interested ------------------------------------------------------------------
+
+    async def on_presence_in(self, ev: StanzaEvent) -> None:
+        """A contact's presence to the account (XEP-0163 §4.3.1, §4.3.4)."""
+        frm, user = ev.frm, ev.to.local
+        type_ = ev.stanza.get("type")
+        if not frm.resource or frm.bare == ev.to.bare:
+            return
+        if type_ == "unavailable":
+            self._forget(user, frm)
+            return
+        if type_ is not None:
+            return
+        if await self.roster.get_item(user, str(frm.bare)) is None:
+            return  # not a contact: never a presence-based recipient
+        await self._caps_seen(user, frm, caps_of(ev.stanza))
+
+    async def on_presence_out(self, ev: StanzaEvent) -> None:
+        """The account's own resource sends presence to its contacts."""
+        session = ev.origin
+        if session is None or ev.stanza.get("to") is not None:
+            return
+        type_ = ev.stanza.get("type")
+        if type_ == "unavailable":
+            self._forget(session.jid.local, session.jid)
+        elif type_ is None:
+            await self._caps_seen(session.jid.local, session.jid, caps_of(ev.stanza))
+
+    async def on_unbound(self, session: Session) -> None:
+        self._forget(session.jid.local, session.jid)
+        if not self.host.sessions.of_user(session.jid.local):
+            self.interest.pop(session.jid.local, None)
+
+    async def on_roster_changed(self, change: tuple[str, RosterItem]) -> None:
+        """A contact newly subscribed to the account's presence gets the last items
+        its resources asked for (§4.3.4); they are sent from a task, since the roster
+        lock is held here."""
+        user, item = change
+        if item.subscription not in ("from", "both"):
+            return
+        targets = [
+            (jid, nodes)
+            for jid, nodes in self.interest.get(user, {}).items()
+            if str(jid.bare) == item.jid
+        ]
+        if targets:
+            self.tasks.spawn(self._send_last_to(user, targets))
+
+    async def _send_last_to(self, user: str, targets: list[tuple[JID, frozenset[str]]]) -> None:
+        for jid, nodes in targets:
+            await self.send_last(user, jid, nodes)
+
+    async def _caps_seen(self, user: str, jid: JID, caps: Caps | None) -> None:
+        if caps is None:
+            self._forget(user, jid)
+            return
+        features = self.caps.known(caps)
+        if features is None:
+            self.tasks.spawn(self._learn(user, jid, caps))
+            return
+        await self._interested(user, jid, _notify_nodes(features))
+
+    async def _learn(self, user: str, jid: JID, caps: Caps) -> None:
+        asker = JID(user, self.host.domain, "")
+        features = await self.caps.features(asker, jid, caps)
+        if features is not None:
+            await self._interested(user, jid, _notify_nodes(features))
+
+    async def _interested(self, user: str, jid: JID, nodes: frozenset[str]) -> None:
+        online = bool(self.host.sessions.of_user(user))
+        known = self.interest.get(user, {})
+        before = known.get(jid, frozenset())
+        if online and nodes:
+            known = self.interest.setdefault(user, known)
+            if jid in known or len(known) < self.max_interested:
+                known[jid] = nodes
+        elif jid in known:
+            del known[jid]
+        new = nodes - before
+        if new:
+            await self.send_last(user, jid, new)
+
+    def _forget(self, user: str, jid: JID) -> None:
+        known = self.interest.get(user)
+        if known is not None:
+            known.pop(jid, None)
+
+    async def send_last(self, user: str, jid: JID, nodes: Iterable[str]) -> None:
+        """The last item of each of the account's nodes in ``nodes`` that ``jid`` may see."""
+        service = self.service(user)
+        for name in sorted(nodes):
+            node = await service.node(name)
+            if (
+                node is None
+                or node.last is None
+                or node.config.send_last_published_item != "on_sub_and_presence"
+                or not await service.can_retrieve(node, jid.bare)
+            ):
+                continue
+            await self.send_items(service, node, [node.last], str(jid), delayed=True)
+
+    # -- for other modules (bookmarks and avatar conversion) ------------------------------
+
+    async def published(self, service: Service, published: Published) -> None:
+        """Tell modules that convert between PEP and older storage (``pep-published/<node>``:
+        the account's localpart and the publication)."""
+        event = f"pep-published/{published.node.name}"
+        if self.host.events.has(event):
+            await self.host.events.fire(event, (service.jid.partition("@")[0], published))
+
+    async def publish_own(
+        self, user: str, name: str, item_id: str, payload: ET.Element, config: NodeConfig
+    ) -> None:
+        """Publish as the account itself, creating the node with ``config`` if needed;
+        notifications go out as for a publication by a client."""
+        service = self.service(user)
+        node = await service.node(name)
+        if node is None:
+            node = await service.create(name, JID(user, self.host.domain, ""), config)
+        published = await service.publish(node, JID(user, self.host.domain, ""), item_id, payload)
+        await self.notify_publish(service, published)
+
+    async def retract_own(self, user: str, name: str, item_id: str) -> None:
+        service = self.service(user)
+        node = await service.node(name)
+        if node is None:
+            return
+        try:
+            await service.retract(node, JID(user, self.host.domain, ""), item_id)
+        except StanzaError:
+            return
+        if node.config.notify_retract:
+            await self.notify(service, node, event_retract(node.name, [item_id]))
+
+    async def own_items(self, user: str, name: str) -> list[PubsubItem] | None:
+        """Every item of one of the account's nodes, newest first; None: no node."""
+        service = self.service(user)
+        node = await service.node(name)
+        if node is None:
+            return None
+        return await service.items(node, [], None)
+
+    # -- disco -----------------------------------------------------------------------------
+
+    async def disco_items(self, ev: StanzaEvent) -> bool | None:
+        """The account's nodes the requester may see (XEP-0163 §4.6, XEP-0030)."""
+        if ev.stanza[0].get("node"):
+            return None
+        if ev.frm.bare != ev.to.bare:
+            # Strangers get what the disco module tells them (nothing: XEP-0030 §3.1).
+            item = await self.roster.get_item(ev.to.local, str(ev.frm.bare))
+            if item is None or item.subscription not in ("from", "both"):
+                return None
+        service = self.service(ev.to.local)
+        query = ET.Element("{%s}query" % ns.DISCO_ITEMS)
+        for name in await service.names():
+            node = await service.node(name)
+            if node is not None and await service.can_retrieve(node, ev.frm):
+                attrs = {"jid": service.jid, "node": name}
+                ET.SubElement(query, "{%s}item" % ns.DISCO_ITEMS, attrs)
+        return await self.answer(ev, iq_result(ev.stanza, query))
+
+
+def _notify_nodes(features: frozenset[str]) -> frozenset[str]:
+    return frozenset(f[: -len(NOTIFY)] for f in features if f.endswith(NOTIFY))

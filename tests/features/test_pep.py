@@ -1,0 +1,350 @@
+"""PEP (XEP-0163) and the XEP-0060 core under it, on the in-process harness."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+
+from descant.features.caps import ver_hash
+from tests.features.conftest import set_roster
+from tests.harness import FakeSession, Harness, dump, error_condition
+
+PUBSUB = "http://jabber.org/protocol/pubsub"
+OWNER = PUBSUB + "#owner"
+EVENT = PUBSUB + "#event"
+ERRORS = PUBSUB + "#errors"
+DISCO = "http://jabber.org/protocol/disco#info"
+DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+TUNE = "http://jabber.org/protocol/tune"
+
+
+def publish(node: str, item_id: str | None = None, payload: str = "") -> str:
+    payload = payload or f"<tune xmlns='{TUNE}'><title>Song</title></tune>"
+    id_attr = f" id='{item_id}'" if item_id else ""
+    return (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{node}'>"
+        f"<item{id_attr}>{payload}</item></publish></pubsub></iq>"
+    )
+
+
+def options_form(**fields: str) -> str:
+    out = [
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+        f"<value>{PUBSUB}#publish-options</value></field>"
+    ]
+    out += [f"<field var='pubsub#{k}'><value>{v}</value></field>" for k, v in fields.items()]
+    return "".join(out) + "</x>"
+
+
+def app_condition(reply: ET.Element) -> str | None:
+    err = reply.find("error")
+    if err is None:
+        return None
+    for child in err:
+        if child.tag.startswith(f"{{{ERRORS}}}"):
+            return child.tag.rpartition("}")[2]
+    return None
+
+
+def events(session: FakeSession) -> list[ET.Element]:
+    return [m for m in session.take() if m.find(f"{{{EVENT}}}event") is not None]
+
+
+async def friends(h: Harness, a: str, b: str) -> None:
+    await set_roster(h, a, f"{b}@localhost", "both")
+    await set_roster(h, b, f"{a}@localhost", "both")
+
+
+async def with_caps(h: Harness, full_jid: str, notify: list[str]) -> FakeSession:
+    """Bind and send presence with caps advertising ``<node>+notify``; answer the
+    disco#info query the server makes for an unknown hash (XEP-0115)."""
+    features = [DISCO] + [f"{n}+notify" for n in notify]
+    query = ET.Element(f"{{{DISCO}}}query")
+    ET.SubElement(query, f"{{{DISCO}}}identity", {"category": "client", "type": "pc"})
+    for f in features:
+        ET.SubElement(query, f"{{{DISCO}}}feature", {"var": f})
+    ver = ver_hash(query, "sha-1")
+    session = await h.bind(full_jid)
+    await h.send(
+        session,
+        f"<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+        f"node='https://test' ver='{ver}'/></presence>",
+    )
+    await answer_disco(h, session, query)
+    return session
+
+
+async def answer_disco(h: Harness, session: FakeSession, query: ET.Element) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+        for got in list(session.received):
+            if (
+                got.tag == "iq"
+                and got.get("type") == "get"
+                and got.find(f"{{{DISCO}}}query") is not None
+            ):
+                session.received.remove(got)
+                reply = ET.Element(
+                    "iq", {"type": "result", "id": got.get("id", ""), "to": got.get("from", "")}
+                )
+                answer = ET.fromstring(ET.tostring(query))
+                answer.set("node", got.find(f"{{{DISCO}}}query").get("node", ""))  # type: ignore[union-attr]
+                reply.append(answer)
+                await h.send(session, reply)
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_publish_autocreates_and_returns_generated_id_xep0060_7_1(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    reply = await h.iq(alice, publish(TUNE))
+    assert reply.get("type") == "result", dump([reply])
+    item = reply.find(f"{{{PUBSUB}}}pubsub/{{{PUBSUB}}}publish/{{{PUBSUB}}}item")
+    assert item is not None and item.get("id")
+    got = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/></pubsub></iq>"
+    )
+    ids = [i.get("id") for i in got.iter(f"{{{PUBSUB}}}item")]
+    assert ids == [item.get("id")]
+
+
+async def test_contact_with_notify_gets_event_others_do_not_xep0163_4_3(h: Harness) -> None:
+    await friends(h, "alice", "bob")
+    await friends(h, "alice", "carol")
+    alice = await h.online("alice@localhost/a")
+    bob = await with_caps(h, "bob@localhost/phone", [TUNE])
+    carol = await with_caps(h, "carol@localhost/pc", ["urn:other"])
+    dave = await with_caps(h, "dave@localhost/pc", [TUNE])  # not a contact
+    for s in (bob, carol, dave):
+        s.take()
+    await h.iq(alice, publish(TUNE, "current"))
+    got = events(bob)
+    assert len(got) == 1, dump(got)
+    assert got[0].get("from") == "alice@localhost"
+    item = got[0].find(f"{{{EVENT}}}event/{{{EVENT}}}items/{{{EVENT}}}item")
+    assert item is not None and item.get("id") == "current"
+    assert item.find(f"{{{TUNE}}}tune") is not None
+    assert events(carol) == [] and events(dave) == []
+
+
+async def test_last_item_sent_when_contact_comes_online_xep0163_4_3_4(h: Harness) -> None:
+    await friends(h, "alice", "bob")
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish(TUNE, "first"))
+    await h.iq(alice, publish(TUNE, "second"))
+    bob = await with_caps(h, "bob@localhost/phone", [TUNE])
+    got = events(bob)
+    assert [m.find(f".//{{{EVENT}}}item").get("id") for m in got] == ["second"]  # type: ignore[union-attr]
+    assert got[0].find("{urn:xmpp:delay}delay") is not None
+
+
+async def test_own_resources_get_own_events_xep0163_4_3(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    other = await with_caps(h, "alice@localhost/b", [TUNE])
+    other.take()
+    await h.iq(alice, publish(TUNE, "x"))
+    assert len(events(other)) == 1
+
+
+async def test_presence_access_denies_non_contacts_xep0060_6_5_3(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish(TUNE, "x"))
+    eve = await h.online("eve@localhost/e")
+    reply = await h.iq(
+        eve,
+        f"<iq type='get' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/>"
+        "</pubsub></iq>",
+    )
+    assert error_condition(reply) == "not-authorized"
+    assert app_condition(reply) == "presence-subscription-required"
+
+
+async def test_open_node_readable_by_anyone_and_missing_node(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    q = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='open'><item id='1'>"
+        "<x xmlns='urn:x'/></item></publish>"
+    )
+    q += f"<publish-options>{options_form(access_model='open')}</publish-options></pubsub></iq>"
+    assert (await h.iq(alice, q)).get("type") == "result"
+    eve = await h.online("eve@localhost/e")
+    ok = await h.iq(
+        eve,
+        f"<iq type='get' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><items node='open'/>"
+        "</pubsub></iq>",
+    )
+    assert ok.get("type") == "result"
+    missing = await h.iq(
+        eve,
+        f"<iq type='get' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><items node='nope'/>"
+        "</pubsub></iq>",
+    )
+    assert error_condition(missing) == "item-not-found"
+
+
+async def test_publish_options_conflict_is_precondition_not_met_xep0223(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish("n", "1"))  # default: presence access
+    q = publish("n", "2").replace(
+        "</pubsub>",
+        f"<publish-options>{options_form(access_model='whitelist')}</publish-options></pubsub>",
+    )
+    reply = await h.iq(alice, q)
+    assert error_condition(reply) == "conflict"
+    assert app_condition(reply) == "precondition-not-met"
+
+
+async def test_publish_to_another_account_is_forbidden(h: Harness) -> None:
+    await h.account("bob")
+    alice = await h.online("alice@localhost/a")
+    reply = await h.iq(
+        alice, publish(TUNE).replace("<iq type='set'>", "<iq type='set' to='bob@localhost'>")
+    )
+    assert error_condition(reply) == "forbidden"
+
+
+async def test_max_items_keeps_newest_and_retract_notifies(h: Harness) -> None:
+    await friends(h, "alice", "bob")
+    alice = await h.online("alice@localhost/a")
+    q = publish("multi", "1").replace(
+        "</pubsub>", f"<publish-options>{options_form(max_items='2')}</publish-options></pubsub>"
+    )
+    assert (await h.iq(alice, q)).get("type") == "result"
+    for i in ("2", "3"):
+        await h.iq(alice, publish("multi", i))
+    got = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='multi'/></pubsub></iq>"
+    )
+    assert [i.get("id") for i in got.iter(f"{{{PUBSUB}}}item")] == ["3", "2"]
+    bob = await with_caps(h, "bob@localhost/phone", ["multi"])
+    bob.take()
+    r = await h.iq(
+        alice,
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><retract node='multi' notify='1'>"
+        "<item id='3'/></retract></pubsub></iq>",
+    )
+    assert r.get("type") == "result"
+    got_ev = events(bob)
+    assert got_ev and got_ev[0].find(f".//{{{EVENT}}}retract").get("id") == "3"  # type: ignore[union-attr]
+    again = await h.iq(
+        alice,
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><retract node='multi'><item id='3'/>"
+        "</retract></pubsub></iq>",
+    )
+    assert error_condition(again) == "item-not-found"
+
+
+async def test_configure_get_set_and_bad_value(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish("c", "1"))
+    form = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{OWNER}'><configure node='c'/></pubsub></iq>"
+    )
+    assert form.get("type") == "result"
+    values = {
+        f.get("var"): f.findtext("{jabber:x:data}value") for f in form.iter("{jabber:x:data}field")
+    }
+    assert values["pubsub#access_model"] == "presence"
+    bad = (
+        f"<iq type='set'><pubsub xmlns='{OWNER}'><configure node='c'>"
+        "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>"
+        f"{PUBSUB}#node_config</value></field><field var='pubsub#access_model'>"
+        "<value>bogus</value></field>"
+        "</x></configure></pubsub></iq>"
+    )
+    assert error_condition(await h.iq(alice, bad)) == "not-acceptable"
+    good = bad.replace("bogus", "open")
+    assert (await h.iq(alice, good)).get("type") == "result"
+    form = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{OWNER}'><configure node='c'/></pubsub></iq>"
+    )
+    values = {
+        f.get("var"): f.findtext("{jabber:x:data}value") for f in form.iter("{jabber:x:data}field")
+    }
+    assert values["pubsub#access_model"] == "open"
+
+
+async def test_delete_and_purge(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish("d", "1"))
+    assert (
+        await h.iq(alice, f"<iq type='set'><pubsub xmlns='{OWNER}'><purge node='d'/></pubsub></iq>")
+    ).get("type") == "result"
+    got = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='d'/></pubsub></iq>"
+    )
+    assert list(got.iter(f"{{{PUBSUB}}}item")) == []
+    assert (
+        await h.iq(
+            alice, f"<iq type='set'><pubsub xmlns='{OWNER}'><delete node='d'/></pubsub></iq>"
+        )
+    ).get("type") == "result"
+    gone = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='d'/></pubsub></iq>"
+    )
+    assert error_condition(gone) == "item-not-found"
+
+
+async def test_bad_publish_requests(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    no_item = f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='n'/></pubsub></iq>"
+    r = await h.iq(alice, no_item)
+    assert (error_condition(r), app_condition(r)) == ("bad-request", "item-required")
+    two = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='n'><item><a xmlns='x'/>"
+        "<b xmlns='x'/></item></publish></pubsub></iq>"
+    )
+    r = await h.iq(alice, two)
+    assert (error_condition(r), app_condition(r)) == ("bad-request", "invalid-payload")
+    no_node = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish><item><a xmlns='x'/></item>"
+        "</publish></pubsub></iq>"
+    )
+    r = await h.iq(alice, no_node)
+    assert (error_condition(r), app_condition(r)) == ("bad-request", "nodeid-required")
+    big = publish("n", "1", f"<a xmlns='x'>{'z' * 70000}</a>")
+    r = await h.iq(alice, big)
+    assert (error_condition(r), app_condition(r)) == ("not-acceptable", "payload-too-big")
+
+
+async def test_account_disco_lists_pep_identity_and_nodes(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish(TUNE, "1"))
+    info = await h.iq(alice, f"<iq type='get' to='alice@localhost'><query xmlns='{DISCO}'/></iq>")
+    idents = {(i.get("category"), i.get("type")) for i in info.iter(f"{{{DISCO}}}identity")}
+    assert ("pubsub", "pep") in idents
+    feats = {f.get("var") for f in info.iter(f"{{{DISCO}}}feature")}
+    assert f"{PUBSUB}#publish-options" in feats
+    items = await h.iq(
+        alice, f"<iq type='get' to='alice@localhost'><query xmlns='{DISCO_ITEMS}'/></iq>"
+    )
+    assert [i.get("node") for i in items.iter(f"{{{DISCO_ITEMS}}}item")] == [TUNE]
+
+
+async def test_pubsub_service_nodes_and_subscriptions_xep0060(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    bob = await h.online("bob@localhost/b")
+    svc = "pubsub.localhost"
+    created = await h.iq(
+        alice,
+        f"<iq type='set' to='{svc}'><pubsub xmlns='{PUBSUB}'><create node='news'/></pubsub></iq>",
+    )
+    assert created.get("type") == "result", dump([created])
+    sub = await h.iq(
+        bob,
+        f"<iq type='set' to='{svc}'><pubsub xmlns='{PUBSUB}'>"
+        "<subscribe node='news' jid='bob@localhost/b'/></pubsub></iq>",
+    )
+    assert sub.get("type") == "result", dump([sub])
+    r = await h.iq(
+        alice, publish("news", "n1").replace("<iq type='set'>", f"<iq type='set' to='{svc}'>")
+    )
+    assert r.get("type") == "result"
+    got = events(bob)
+    assert len(got) == 1 and got[0].get("from") == svc
+    forbidden = await h.iq(
+        bob, publish("news", "n2").replace("<iq type='set'>", f"<iq type='set' to='{svc}'>")
+    )
+    assert error_condition(forbidden) == "forbidden"
+    items = await h.iq(bob, f"<iq type='get' to='{svc}'><query xmlns='{DISCO_ITEMS}'/></iq>")
+    assert [i.get("node") for i in items.iter(f"{{{DISCO_ITEMS}}}item")] == ["news"]
