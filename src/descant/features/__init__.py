@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from descant.features.avatar import AvatarModule
 from descant.features.blocking import BlockingModule
+from descant.features.bookmarks import BookmarksModule
 from descant.features.caps import CapsModule
 from descant.features.carbons import CarbonsModule
 from descant.features.csi import ClientStateModule
@@ -12,6 +14,7 @@ from descant.features.message import MessageModule
 from descant.features.offline import OfflineModule
 from descant.features.ping import PingModule
 from descant.features.presence import PresenceModule
+from descant.features.private import PrivateModule
 from descant.features.pubsub import PEPModule
 from descant.features.push import PushModule
 from descant.features.roster import RosterModule
@@ -37,4 +40,7 @@ DEFAULT_MODULES: list[type[Module]] = [
     ClientStateModule,
     PushModule,
     PEPModule,
+    PrivateModule,
+    BookmarksModule,
+    AvatarModule,
 ]
