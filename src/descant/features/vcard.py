@@ -48,10 +48,18 @@ class VCardModule(Module):
 
     async def set(self, ev: StanzaEvent) -> bool:
         vcard = ev.stanza[0]
-        await self.host.storage.keyval.set(
-            self.host.domain, ev.to.local, _STORE, "current", serialize(vcard)
-        )
+        await self.store(ev.to.local, vcard)
+        await self.host.events.fire("vcard-set", (ev.to.local, vcard))
         return await self.answer(ev, iq_result(ev.stanza))
+
+    async def stored(self, user: str) -> ET.Element | None:
+        stored = await self.host.storage.keyval.get(self.host.domain, user, _STORE, "current")
+        return parse_element(stored) if stored is not None else None
+
+    async def store(self, user: str, vcard: ET.Element) -> None:
+        await self.host.storage.keyval.set(
+            self.host.domain, user, _STORE, "current", serialize(vcard)
+        )
 
     async def forbidden(self, ev: StanzaEvent) -> bool:
         """Only the owner may change a vCard (XEP-0054 §3.2)."""

@@ -1,0 +1,168 @@
+"""Avatars: User Avatar in PEP (XEP-0084) and vCard avatars (XEP-0153) kept as one,
+the conversion XEP-0398 describes, and the avatar's hash in presence.
+
+- A client publishes ``urn:xmpp:avatar:metadata`` (after the data): the image goes
+  into the account's vCard PHOTO, for clients that read vCards.
+- A client stores a vCard with a PHOTO: the image is published to
+  ``urn:xmpp:avatar:data`` and described in ``urn:xmpp:avatar:metadata``, for
+  clients that follow PEP.
+- The account's available presence carries ``<x xmlns='vcard-temp:x:update'>`` with
+  the image's SHA-1 (XEP-0153 §4.1; XEP-0398 §5), unless the client put a
+  ``<photo/>`` there itself. Hashes are cached while the account is online.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import xml.etree.ElementTree as ET
+
+from descant.features.pubsub.config import NodeConfig
+from descant.features.pubsub.pep import PEPModule
+from descant.features.pubsub.service import Published
+from descant.features.vcard import NS as VCARD
+from descant.features.vcard import TAG as VCARD_TAG
+from descant.features.vcard import VCardModule
+from descant.modules import Module
+from descant.routing.router import StanzaEvent
+from descant.routing.sessions import Session
+from descant.xml.parser import parse_element
+
+DATA = "urn:xmpp:avatar:data"
+METADATA = "urn:xmpp:avatar:metadata"
+UPDATE = "vcard-temp:x:update"
+CONVERSION = "urn:xmpp:pep-vcard-conversion:0"
+
+
+class AvatarModule(Module):
+    name = "avatar"
+
+    def load(self) -> None:
+        self.host.add_account_feature(CONVERSION)
+        self.hashes: dict[str, str] = {}  # localpart → SHA-1 hex, "" for none
+        self.hook(f"pep-published/{METADATA}", self.on_metadata)
+        self.hook("vcard-set", self.on_vcard)
+        self.hook("pre-presence", self.on_presence, priority=20)
+        self.hook("resource-unbound", self.on_unbound)
+
+    def _module(self, name: str, cls: type[Module]) -> Module:
+        mod = self.host.modules.get(name)
+        if not isinstance(mod, cls):
+            raise RuntimeError(f"the avatar module needs the {name} module")
+        return mod
+
+    @property
+    def pep(self) -> PEPModule:
+        return self._module("pep", PEPModule)  # type: ignore[return-value]
+
+    @property
+    def vcard(self) -> VCardModule:
+        return self._module("vcard", VCardModule)  # type: ignore[return-value]
+
+    # -- PEP → vCard ------------------------------------------------------------------
+
+    async def on_metadata(self, change: tuple[str, Published]) -> None:
+        user, published = change
+        info = (
+            published.element.find(f"{{{METADATA}}}info") if published.element is not None else None
+        )
+        vcard = await self.vcard.stored(user) or ET.Element(VCARD_TAG)
+        for photo in vcard.findall(f"{{{VCARD}}}PHOTO"):
+            vcard.remove(photo)
+        if info is None:
+            self.hashes[user] = ""  # avatar switched off (XEP-0084 §4.5)
+            await self.vcard.store(user, vcard)
+            return
+        image_id = info.get("id", "")
+        data = await self._data(user, image_id)
+        if data is None:
+            return  # metadata for an image never published: nothing to convert
+        photo = ET.SubElement(vcard, f"{{{VCARD}}}PHOTO")
+        ET.SubElement(photo, f"{{{VCARD}}}TYPE").text = info.get("type", "image/png")
+        ET.SubElement(photo, f"{{{VCARD}}}BINVAL").text = base64.b64encode(data).decode()
+        await self.vcard.store(user, vcard)
+        self.hashes[user] = hashlib.sha1(data).hexdigest()
+
+    async def _data(self, user: str, image_id: str) -> bytes | None:
+        for item in await self.pep.own_items(user, DATA) or []:
+            if item.id == image_id and item.payload:
+                try:
+                    return base64.b64decode(parse_element(item.payload).text or "", validate=False)
+                except (binascii.Error, ValueError):
+                    return None
+        return None
+
+    # -- vCard → PEP --------------------------------------------------------------------
+
+    async def on_vcard(self, change: tuple[str, ET.Element]) -> None:
+        user, vcard = change
+        photo = vcard.find(f"{{{VCARD}}}PHOTO")
+        binval = photo.findtext(f"{{{VCARD}}}BINVAL") if photo is not None else None
+        config = NodeConfig(
+            access_model="open",
+            max_items=1,
+            send_last_published_item="on_sub_and_presence",
+        )
+        if not binval:
+            if await self.hash_of(user):
+                # The vCard lost its photo: so does the PEP avatar (XEP-0084 §4.5).
+                empty = ET.Element(f"{{{METADATA}}}metadata")
+                await self.pep.publish_own(user, METADATA, "current", empty, config)
+            self.hashes[user] = ""
+            return
+        try:
+            data = base64.b64decode("".join(binval.split()), validate=True)
+        except (binascii.Error, ValueError):
+            return  # not base64: the vCard keeps it, no PEP avatar is made
+        sha1 = hashlib.sha1(data).hexdigest()
+        type_ = (photo.findtext(f"{{{VCARD}}}TYPE") if photo is not None else None) or "image/png"
+        payload = ET.Element(f"{{{DATA}}}data")
+        payload.text = base64.b64encode(data).decode()
+        await self.pep.publish_own(user, DATA, sha1, payload, config)
+        metadata = ET.Element(f"{{{METADATA}}}metadata")
+        ET.SubElement(
+            metadata, f"{{{METADATA}}}info", {"id": sha1, "bytes": str(len(data)), "type": type_}
+        )
+        await self.pep.publish_own(user, METADATA, sha1, metadata, config)
+        self.hashes[user] = sha1
+
+    # -- the hash in presence --------------------------------------------------------------
+
+    async def on_presence(self, ev: StanzaEvent) -> None:
+        stanza = ev.stanza
+        if ev.origin is None or stanza.get("type") is not None:
+            return
+        update = stanza.find(f"{{{UPDATE}}}x")
+        if update is not None and update.find(f"{{{UPDATE}}}photo") is not None:
+            return  # the client says itself (XEP-0153 §4.1)
+        sha1 = await self.hash_of(ev.origin.jid.local)
+        if update is None:
+            update = ET.SubElement(stanza, f"{{{UPDATE}}}x")
+        ET.SubElement(update, f"{{{UPDATE}}}photo").text = sha1 or None
+
+    async def hash_of(self, user: str) -> str:
+        known = self.hashes.get(user)
+        if known is not None:
+            return known
+        sha1 = ""
+        for item in await self.pep.own_items(user, METADATA) or []:
+            info = parse_element(item.payload).find(f"{{{METADATA}}}info") if item.payload else None
+            sha1 = info.get("id", "") if info is not None else ""
+            break
+        else:
+            vcard = await self.vcard.stored(user)
+            binval = (
+                vcard.findtext(f"{{{VCARD}}}PHOTO/{{{VCARD}}}BINVAL") if vcard is not None else None
+            )
+            if binval:
+                try:
+                    sha1 = hashlib.sha1(base64.b64decode("".join(binval.split()))).hexdigest()
+                except (binascii.Error, ValueError):
+                    sha1 = ""
+        self.hashes[user] = sha1
+        return sha1
+
+    async def on_unbound(self, session: Session) -> None:
+        if not self.host.sessions.of_user(session.jid.local):
+            self.hashes.pop(session.jid.local, None)

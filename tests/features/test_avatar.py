@@ -1,0 +1,74 @@
+"""Avatars: XEP-0084 ↔ XEP-0153 conversion (XEP-0398) and the hash in presence."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from tests.features.conftest import set_roster
+from tests.features.test_pep import PUBSUB, events, with_caps
+from tests.harness import Harness, dump, one
+
+IMAGE = b"\x89PNG\r\n\x1a\n-not-really-a-png-" * 8
+SHA1 = hashlib.sha1(IMAGE).hexdigest()
+B64 = base64.b64encode(IMAGE).decode()
+DATA = "urn:xmpp:avatar:data"
+METADATA = "urn:xmpp:avatar:metadata"
+UPDATE = "vcard-temp:x:update"
+
+
+async def test_vcard_photo_becomes_pep_avatar_and_presence_hash_xep0398(h: Harness) -> None:
+    await set_roster(h, "alice", "bob@localhost", "both")
+    await set_roster(h, "bob", "alice@localhost", "both")
+    alice = await h.online("alice@localhost/a")
+    bob = await with_caps(h, "bob@localhost/b", [METADATA])
+    bob.take()
+    vcard = (
+        f"<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{B64}</BINVAL></PHOTO>"
+        "</vCard>"
+    )
+    assert (await h.iq(alice, f"<iq type='set'>{vcard}</iq>")).get("type") == "result"
+    got = events(bob)
+    info = [m.find(f".//{{{METADATA}}}info") for m in got]
+    assert info and info[-1] is not None and info[-1].get("id") == SHA1, dump(got)
+    data = await h.iq(
+        bob,
+        f"<iq type='get' to='alice@localhost'><pubsub xmlns='{PUBSUB}'><items node='{DATA}'>"
+        f"<item id='{SHA1}'/></items></pubsub></iq>",
+    )
+    assert data.findtext(f".//{{{DATA}}}data") == B64
+    await h.send(alice, "<presence><show>away</show></presence>")
+    pres = one(bob.take(), "presence")
+    assert pres.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo") == SHA1
+
+
+async def test_pep_avatar_becomes_vcard_photo_xep0398(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    pub = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{DATA}'><item id='{SHA1}'>"
+        f"<data xmlns='{DATA}'>{B64}</data></item></publish></pubsub></iq>"
+    )
+    assert (await h.iq(alice, pub)).get("type") == "result"
+    meta = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{METADATA}'><item id='{SHA1}'>"
+        f"<metadata xmlns='{METADATA}'><info id='{SHA1}' bytes='{len(IMAGE)}' type='image/png'/>"
+        "</metadata></item></publish></pubsub></iq>"
+    )
+    assert (await h.iq(alice, meta)).get("type") == "result"
+    bob = await h.online("bob@localhost/b")
+    card = await h.iq(bob, "<iq type='get' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+    assert card.findtext("{vcard-temp}vCard/{vcard-temp}PHOTO/{vcard-temp}BINVAL") == B64
+    assert card.findtext("{vcard-temp}vCard/{vcard-temp}PHOTO/{vcard-temp}TYPE") == "image/png"
+
+
+async def test_client_photo_in_presence_is_kept_xep0153(h: Harness) -> None:
+    await set_roster(h, "alice", "bob@localhost", "both")
+    await set_roster(h, "bob", "alice@localhost", "both")
+    alice = await h.online("alice@localhost/a")
+    bob = await h.online("bob@localhost/b")
+    await h.send(alice, f"<presence><x xmlns='{UPDATE}'><photo>abc</photo></x></presence>")
+    pres = one(bob.take(), "presence")
+    assert [p.text for p in pres.iter(f"{{{UPDATE}}}photo")] == ["abc"]
+    await h.send(alice, "<presence/>")
+    pres = one(bob.take(), "presence")
+    assert pres.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo") in ("", None)
