@@ -53,7 +53,6 @@ PEP_DEFAULTS = NodeConfig(
 class PEPModule(PubSubModule):
     name = "pep"
     to = "self,bare"
-    max_items = 1000  # the most items a node keeps ("max" in a form)
     max_services = 10_000  # accounts whose nodes are cached
     max_interested = 1000  # interested resources tracked per account
 
@@ -93,8 +92,16 @@ class PEPModule(PubSubModule):
             self.services.move_to_end(user)
             return service
         bare = f"{user}@{self.host.domain}"
+        options = self.server.config.pubsub
         service = Service(
-            bare, self.host.storage.pubsub, PEP_DEFAULTS, self.max_items, self._roster, owner=bare
+            bare,
+            self.host.storage.pubsub,
+            PEP_DEFAULTS,
+            options.max_items,
+            self._roster,
+            owner=bare,
+            max_payload=options.max_payload,
+            max_nodes=options.max_pep_nodes,
         )
         self.services[user] = service
         if len(self.services) > self.max_services:

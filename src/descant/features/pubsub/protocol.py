@@ -145,21 +145,23 @@ class PubSubModule(Module):
         options = query.find(q(PUBSUB, "publish-options"))
         form = options.find(q(forms.DATA, "x")) if options is not None else None
         wanted = _form_values(form, PUBLISH_OPTIONS) if form is not None else {}
+        item = items[0]
+        payload = item[0] if len(item) else None
         node = await service.node(name)
         if node is None:
             if not self.may_create(service, ev.frm):
                 if service.owner is not None:
                     raise StanzaError("forbidden", "only the account publishes here")
                 raise StanzaError("item-not-found", f"no node {name!r}")
-            # Auto-create (§7.1.4) with the publish options as its configuration.
+            # Auto-create (§7.1.4) with the publish options as its configuration,
+            # once the item is known to be acceptable there.
             config = service.defaults.apply(wanted, service.max_items)
+            service.check_payload(config, payload)
             node = await service.create(name, ev.frm, config)
         else:
             service.may_publish(node, ev.frm)
             if wanted:
                 node.config.check_preconditions(wanted, service.max_items)
-        item = items[0]
-        payload = item[0] if len(item) else None
         published = await service.publish(node, ev.frm, item.get("id"), payload)
         await self.notify_publish(service, published)
         await self.published(service, published)
@@ -170,10 +172,10 @@ class PubSubModule(Module):
 
     async def _retract(self, ev: StanzaEvent, service: Service, query: ET.Element) -> None:
         retract = query[0]
-        node = await service.existing(retract.get("node"))
         items = retract.findall(q(PUBSUB, "item"))
-        if not items or not items[0].get("id"):
+        if not items or not all(item.get("id") for item in items):
             raise error("bad-request", "item-required")
+        node = await service.existing(retract.get("node"))
         ids = [item.get("id", "") for item in items]
         for item_id in ids:
             await service.retract(node, ev.frm, item_id)
@@ -242,17 +244,17 @@ class PubSubModule(Module):
 
     async def _items(self, ev: StanzaEvent, service: Service, query: ET.Element) -> ET.Element:
         request = query[0]
-        node = await service.existing(request.get("node"))
-        await service.may_retrieve(node, ev.frm)
         ids = [item.get("id", "") for item in request.findall(q(PUBSUB, "item"))]
         limit = None
-        if request.get("max_items"):
+        if request.get("max_items") is not None:
             try:
                 limit = int(request.get("max_items", ""))
             except ValueError:
                 raise StanzaError("bad-request", "max_items is not a number") from None
             if limit < 1:
                 raise StanzaError("bad-request", "max_items must be positive")
+        node = await service.existing(request.get("node"))
+        await service.may_retrieve(node, ev.frm)
         if query.find("{http://jabber.org/protocol/rsm}set") is not None and not ids:
             limit = min(limit or service.max_items, service.max_items)
         found = await service.items(node, ids, limit)

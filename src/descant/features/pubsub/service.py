@@ -68,6 +68,7 @@ class Service:
         roster: RosterLookup,
         owner: str | None = None,
         max_payload: int = 65536,
+        max_nodes: int | None = None,
     ) -> None:
         self.jid = jid
         self.store = store
@@ -76,6 +77,7 @@ class Service:
         self.roster = roster
         self.owner = owner  # PEP: the account, owner of every node
         self.max_payload = max_payload
+        self.max_nodes = max_nodes
         self._nodes: dict[str, Node | None] = {}
 
     # -- nodes ------------------------------------------------------------------------
@@ -164,6 +166,8 @@ class Service:
             name = "node-" + secrets.token_hex(8)  # an instant node (§8.1.2)
         if await self.node(name) is not None:
             raise StanzaError("conflict", f"node {name!r} exists")
+        if self.max_nodes is not None and len(await self.names()) >= self.max_nodes:
+            raise StanzaError("resource-constraint", f"at most {self.max_nodes} nodes")
         node = Node(name, config or self.defaults)
         if self.owner is None:
             node.affiliations[str(who.bare)] = "owner"
@@ -208,14 +212,19 @@ class Service:
                 return
         raise StanzaError("forbidden", "you may not publish to this node")
 
-    async def publish(
-        self, node: Node, who: JID, item_id: str | None, payload: ET.Element | None
-    ) -> Published:
-        if payload is None and (node.config.persist_items or node.config.deliver_payloads):
+    def check_payload(self, config: NodeConfig, payload: ET.Element | None) -> str:
+        """The payload as stored, or the XEP-0060 §7.1.3 error for it."""
+        if payload is None and (config.persist_items or config.deliver_payloads):
             raise error("bad-request", "payload-required")
         text = serialize(payload) if payload is not None else ""
         if len(text) > self.max_payload:
             raise error("not-acceptable", "payload-too-big")
+        return text
+
+    async def publish(
+        self, node: Node, who: JID, item_id: str | None, payload: ET.Element | None
+    ) -> Published:
+        text = self.check_payload(node.config, payload)
         item = PubsubItem(
             id=item_id or secrets.token_hex(12),
             publisher=str(who.bare),
