@@ -348,3 +348,30 @@ async def test_pubsub_service_nodes_and_subscriptions_xep0060(h: Harness) -> Non
     assert error_condition(forbidden) == "forbidden"
     items = await h.iq(bob, f"<iq type='get' to='{svc}'><query xmlns='{DISCO_ITEMS}'/></iq>")
     assert [i.get("node") for i in items.iter(f"{{{DISCO_ITEMS}}}item")] == ["news"]
+
+
+async def test_presence_update_does_not_resend_last_item_but_return_does(h: Harness) -> None:
+    """XEP-0163 §4.3.4: the last item goes to a resource that newly shows interest."""
+    await friends(h, "alice", "bob")
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish(TUNE, "one"))
+    bob = await with_caps(h, "bob@localhost/phone", [TUNE])
+    assert len(events(bob)) == 1
+    caps = bob.presence.find("{http://jabber.org/protocol/caps}c")  # type: ignore[union-attr]
+    assert caps is not None
+    away = f"<presence><show>away</show>{ET.tostring(caps).decode()}</presence>"
+    await h.send(bob, away)
+    assert events(bob) == []  # an update, not new interest
+    await h.send(bob, "<presence type='unavailable'/>")
+    await h.send(bob, away)
+    assert len(events(bob)) == 1  # back online: the last item again
+
+
+async def test_interest_is_bounded_per_account(h: Harness) -> None:
+    pep = h.module("pep")
+    pep.max_interested = 2  # type: ignore[attr-defined]
+    await h.online("alice@localhost/a")
+    for name in ("bob", "carol", "dave"):
+        await friends(h, "alice", name)
+        await with_caps(h, f"{name}@localhost/x", [TUNE])
+    assert len(pep.interest["alice"]) == 2  # type: ignore[attr-defined]

@@ -16,9 +16,10 @@ which asks the client once per hash. When a resource first shows interest in a
 node (it comes online, or its caps change), it gets the node's last item; so does a
 contact the account lets subscribe (``roster-changed``).
 
-``interest`` holds, per account with a session online, each interested resource's
-notify set; an account's entry goes with its last session, and its size is
-bounded (``max_interested``).
+``interest`` holds, per account, the available resources of its contacts and its
+own that sent it presence with caps, and the nodes each wants; an entry goes when
+its resource sends unavailable presence. Both levels are bounded (``max_services``
+accounts, least recently seen dropped first; ``max_interested`` resources each).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class PEPModule(PubSubModule):
         self.host.add_account_identity("pubsub", "pep")
         self.host.add_account_feature(PUBSUB, *(f"{PUBSUB}#{f}" for f in FEATURES))
         self.services: OrderedDict[str, Service] = OrderedDict()
-        self.interest: dict[str, dict[JID, frozenset[str]]] = {}
+        self.interest: OrderedDict[str, dict[JID, frozenset[str]]] = OrderedDict()
         self.hook("presence/bare", self.on_presence_in, priority=10)
         self.hook("pre-presence", self.on_presence_out, priority=10)
         self.hook("resource-unbound", self.on_unbound)
@@ -168,8 +169,6 @@ class PEPModule(PubSubModule):
 
     async def on_unbound(self, session: Session) -> None:
         self._forget(session.jid.local, session.jid)
-        if not self.host.sessions.of_user(session.jid.local):
-            self.interest.pop(session.jid.local, None)
 
     async def on_roster_changed(self, change: tuple[str, RosterItem]) -> None:
         """A contact newly subscribed to the account's presence gets the last items
@@ -195,40 +194,54 @@ class PEPModule(PubSubModule):
             self._forget(user, jid)
             return
         features = self.caps.known(caps)
-        if features is None:
-            self.tasks.spawn(self._learn(user, jid, caps))
+        if features is not None:
+            await self._interested(user, jid, _notify_nodes(features))
             return
-        await self._interested(user, jid, _notify_nodes(features))
+        # Known to be online, interests not yet: the caps module asks its client.
+        self._record(user, jid, self._interests(user).get(jid, frozenset()))
+        self.tasks.spawn(self._learn(user, jid, caps))
 
     async def _learn(self, user: str, jid: JID, caps: Caps) -> None:
         asker = JID(user, self.host.domain, "")
         features = await self.caps.features(asker, jid, caps)
-        if features is not None:
+        if features is not None and jid in self._interests(user):  # not gone meanwhile
             await self._interested(user, jid, _notify_nodes(features))
 
     async def _interested(self, user: str, jid: JID, nodes: frozenset[str]) -> None:
-        online = bool(self.host.sessions.of_user(user))
-        known = self.interest.get(user, {})
-        before = known.get(jid, frozenset())
-        if online and nodes:
-            known = self.interest.setdefault(user, known)
-            if jid in known or len(known) < self.max_interested:
-                known[jid] = nodes
-        elif jid in known:
-            del known[jid]
+        before = self._interests(user).get(jid, frozenset())
+        self._record(user, jid, nodes)
         new = nodes - before
         if new:
             await self.send_last(user, jid, new)
+
+    def _interests(self, user: str) -> dict[JID, frozenset[str]]:
+        return self.interest.get(user) or {}
+
+    def _record(self, user: str, jid: JID, nodes: frozenset[str]) -> None:
+        known = self.interest.get(user)
+        if known is None:
+            known = self.interest[user] = {}
+            if len(self.interest) > self.max_services:
+                # The least recently seen account's contacts get their last items again
+                # when they next send presence; nothing else is lost.
+                self.interest.pop(next(iter(self.interest)))
+        else:
+            self.interest.move_to_end(user)
+        if jid in known or len(known) < self.max_interested:
+            known[jid] = nodes
 
     def _forget(self, user: str, jid: JID) -> None:
         known = self.interest.get(user)
         if known is not None:
             known.pop(jid, None)
+            if not known:
+                del self.interest[user]
 
     async def send_last(self, user: str, jid: JID, nodes: Iterable[str]) -> None:
         """The last item of each of the account's nodes in ``nodes`` that ``jid`` may see."""
         service = self.service(user)
-        for name in sorted(nodes):
+        existing = await service.names()
+        for name in sorted(set(nodes).intersection(existing)):
             node = await service.node(name)
             if (
                 node is None

@@ -31,7 +31,7 @@ from descant.jid import JID, InvalidJID, parse
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stamps import format_stamp
-from descant.stanza import error_reply, iq_result
+from descant.stanza import error_reply, iq_result, retarget_all
 from descant.storage.api import PubsubItem
 
 Handler = Callable[[StanzaEvent, Service, ET.Element], Awaitable[ET.Element | None]]
@@ -397,10 +397,11 @@ class PubSubModule(Module):
         await self.send_event(service, event, await self.recipients(service, node))
 
     async def send_event(self, service: Service, event: ET.Element, targets: Iterable[str]) -> None:
-        for to in targets:
-            msg = ET.Element("message", {"from": service.jid, "to": to, "type": "headline"})
-            msg.append(event)
-            await self.server.router.route(msg)
+        # One message shared by every copy: the event is serialized once, not per recipient.
+        msg = ET.Element("message", {"from": service.jid, "type": "headline"})
+        msg.append(event)
+        for copy in retarget_all(msg, targets):
+            await self.server.router.route(copy)
 
     async def send_items(
         self, service: Service, node: Node, items: list[PubsubItem], to: str, delayed: bool

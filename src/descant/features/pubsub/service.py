@@ -79,12 +79,15 @@ class Service:
         self.max_payload = max_payload
         self.max_nodes = max_nodes
         self._nodes: dict[str, Node | None] = {}
+        self._names: set[str] | None = None  # every node's name, once listed
 
     # -- nodes ------------------------------------------------------------------------
 
     async def node(self, name: str) -> Node | None:
         if name in self._nodes:
             return self._nodes[name]
+        if self._names is not None and name not in self._names:
+            return None  # known absent without asking storage (PEP's last-item checks)
         raw = await self.store.get_node(self.jid, name)
         if raw is None:
             return None
@@ -109,7 +112,9 @@ class Service:
         return node
 
     async def names(self) -> list[str]:
-        return await self.store.list_nodes(self.jid)
+        if self._names is None:
+            self._names = set(await self.store.list_nodes(self.jid))
+        return sorted(self._names)
 
     def affiliation(self, node: Node | None, who: JID) -> str:
         bare = str(who.bare)
@@ -176,6 +181,8 @@ class Service:
         for jid, aff in node.affiliations.items():
             await self.store.set_affiliation(self.jid, name, jid, aff)
         self._nodes[name] = node
+        if self._names is not None:
+            self._names.add(name)
         return node
 
     async def configure(self, node: Node, config: NodeConfig) -> None:
@@ -191,6 +198,8 @@ class Service:
     async def delete(self, node: Node) -> None:
         await self.store.delete_node(self.jid, node.name)
         self._nodes.pop(node.name, None)
+        if self._names is not None:
+            self._names.discard(node.name)
 
     async def purge(self, node: Node) -> None:
         if not node.config.persist_items:
@@ -274,6 +283,7 @@ class Service:
     def forget(self) -> None:
         """Drop cached nodes (the service's data was removed, e.g. with its account)."""
         self._nodes.clear()
+        self._names = None
 
 
 def payload_of(item: PubsubItem) -> ET.Element | None:
