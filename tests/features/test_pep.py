@@ -375,3 +375,35 @@ async def test_interest_is_bounded_per_account(h: Harness) -> None:
         await friends(h, "alice", name)
         await with_caps(h, f"{name}@localhost/x", [TUNE])
     assert len(pep.interest["alice"]) == 2  # type: ignore[attr-defined]
+
+
+async def test_many_resources_with_one_unknown_hash_share_one_query_xep0115(h: Harness) -> None:
+    """A login rush: 50 contacts show the same unknown caps before it is learnt. One
+    disco#info query and one background task serve them all; every one is notified."""
+    pep = h.module("pep")
+    pep.tasks.limit = 3  # one task per hash, not per presence
+    alice = await h.online("alice@localhost/a")
+    query = ET.Element(f"{{{DISCO}}}query")
+    ET.SubElement(query, f"{{{DISCO}}}identity", {"category": "client", "type": "pc"})
+    for var in (DISCO, f"{TUNE}+notify"):
+        ET.SubElement(query, f"{{{DISCO}}}feature", {"var": var})
+    caps = (
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+        f"node='https://test' ver='{ver_hash(query, 'sha-1')}'/></presence>"
+    )
+    names = [f"c{i}" for i in range(50)]
+    sessions = []
+    for name in names:
+        await friends(h, "alice", name)
+        session = await h.bind(f"{name}@localhost/r")
+        await h.send(session, caps)
+        sessions.append(session)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    asked = [s for s in sessions for got in s.received if got.find(f"{{{DISCO}}}query") is not None]
+    assert len(asked) == 1
+    await answer_disco(h, asked[0], query)
+    for s in sessions:
+        s.take()
+    await h.iq(alice, publish(TUNE, "now"))
+    assert all(len(events(s)) == 1 for s in sessions)

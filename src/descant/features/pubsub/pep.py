@@ -56,6 +56,8 @@ class PEPModule(PubSubModule):
     to = "self,bare"
     max_services = 10_000  # accounts whose nodes are cached
     max_interested = 1000  # interested resources tracked per account
+    max_learning = 1000  # unknown caps hashes being learnt at once
+    max_waiters = 10_000  # resources waiting for one hash to be learnt
 
     def load(self) -> None:
         super().load()
@@ -63,6 +65,7 @@ class PEPModule(PubSubModule):
         self.host.add_account_feature(PUBSUB, *(f"{PUBSUB}#{f}" for f in FEATURES))
         self.services: OrderedDict[str, Service] = OrderedDict()
         self.interest: OrderedDict[str, dict[JID, frozenset[str]]] = OrderedDict()
+        self._learning: dict[Caps, dict[tuple[str, JID], None]] = {}
         self.hook("presence/bare", self.on_presence_in, priority=10)
         self.hook("pre-presence", self.on_presence_out, priority=10)
         self.hook("resource-unbound", self.on_unbound)
@@ -197,15 +200,34 @@ class PEPModule(PubSubModule):
         if features is not None:
             await self._interested(user, jid, _notify_nodes(features))
             return
-        # Known to be online, interests not yet: the caps module asks its client.
+        # Known to be online, interests not yet: one task per unknown hash asks (through
+        # the caps module) and serves every resource that showed it meanwhile.
         self._record(user, jid, self._interests(user).get(jid, frozenset()))
-        self.tasks.spawn(self._learn(user, jid, caps))
+        waiters = self._learning.get(caps)
+        if waiters is None:
+            if len(self._learning) >= self.max_learning:
+                return  # interests learnt at this resource's next presence
+            waiters = self._learning[caps] = {}
+            if not self.tasks.spawn(self._learn(caps, waiters)):
+                del self._learning[caps]
+                return
+        if len(waiters) < self.max_waiters:
+            waiters[(user, jid)] = None
 
-    async def _learn(self, user: str, jid: JID, caps: Caps) -> None:
-        asker = JID(user, self.host.domain, "")
-        features = await self.caps.features(asker, jid, caps)
-        if features is not None and jid in self._interests(user):  # not gone meanwhile
-            await self._interested(user, jid, _notify_nodes(features))
+    async def _learn(self, caps: Caps, waiters: dict[tuple[str, JID], None]) -> None:
+        try:
+            while waiters:
+                user, jid = next(iter(waiters))
+                del waiters[(user, jid)]
+                features = self.caps.known(caps)
+                if features is None:
+                    # Unverified answers serve only who gave them: ask each in turn.
+                    asker = JID(user, self.host.domain, "")
+                    features = await self.caps.features(asker, jid, caps)
+                if features is not None and jid in self._interests(user):  # not gone
+                    await self._interested(user, jid, _notify_nodes(features))
+        finally:
+            del self._learning[caps]
 
     async def _interested(self, user: str, jid: JID, nodes: frozenset[str]) -> None:
         before = self._interests(user).get(jid, frozenset())
