@@ -14,14 +14,14 @@ statements that overlap while others wait on the network.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from descant.storage.sql import POSTGRES, Dialect, Executor, Row
+from descant.storage.sql import POSTGRES, Dialect, Executor, Row, Statement
 
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 5
@@ -107,6 +107,10 @@ class PostgresDatabase:
 
     async def fetchall(self, sql: str, *params: object) -> list[Row]:
         return await self._connection().fetchall(sql, *params)
+
+    async def script(self, statements: Sequence[Statement]) -> list[list[Row]]:
+        async with self.transaction() as tx:
+            return [await tx.fetchall(sql, *params) for sql, params in statements]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:

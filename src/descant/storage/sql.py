@@ -39,6 +39,7 @@ from descant.storage.api import (
 )
 
 Row = tuple[Any, ...]
+Statement = tuple[str, tuple[object, ...]]  # SQL with ``?`` placeholders, and its parameters
 
 
 class Executor(Protocol):
@@ -67,6 +68,10 @@ class Database(Executor, Protocol):
     async def close(self) -> None: ...
 
     def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
+
+    async def script(self, statements: Sequence[Statement]) -> list[list[Row]]:
+        """Run independent statements in one transaction and return each one's rows
+        (``RETURNING``); in one hand-off where the engine allows (SQLite)."""
 
 
 def require_utc(stamp: datetime) -> datetime:
@@ -574,51 +579,44 @@ class SqlPubsubStore:
             await _delete_pubsub_service(tx, service)
 
     async def publish(self, service: str, node: str, item: PubsubItem, max_items: int) -> list[str]:
-        stamp = self._db.dialect.encode_time(item.stamp)
-        async with self._db.transaction() as tx:
-            if self._db.dialect.name == "postgres":
-                # Publishes to one node take turns (SQLite transactions always do). Under
-                # READ COMMITTED two would each trim without seeing the other's new item,
-                # or both insert the same id.
-                await tx.execute(
-                    "SELECT pg_advisory_xact_lock(?, hashtext(?))",
-                    _PUBSUB_LOCK_CLASS,
-                    f"{service}\n{node}",
-                )
-            # Delete then insert, so a republished id takes a new seq: it becomes the newest.
-            await tx.execute(
-                "DELETE FROM pubsub_items WHERE service = ? AND node = ? AND id = ?",
-                service,
-                node,
-                item.id,
+        statements: list[Statement] = []
+        if self._db.dialect.name == "postgres":
+            # Publishes to one node take turns (SQLite transactions always do). Under
+            # READ COMMITTED two would each trim without seeing the other's new item,
+            # or both insert the same id.
+            lock = (
+                "SELECT pg_advisory_xact_lock(?, hashtext(?))",
+                (_PUBSUB_LOCK_CLASS, f"{service}\n{node}"),
             )
-            await tx.execute(
+            statements.append(lock)
+        statements += [
+            # Delete then insert, so a republished id takes a new seq: it becomes the newest.
+            (
+                "DELETE FROM pubsub_items WHERE service = ? AND node = ? AND id = ?",
+                (service, node, item.id),
+            ),
+            (
                 "INSERT INTO pubsub_items (service, node, id, publisher, stamp, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                service,
-                node,
-                item.id,
-                item.publisher,
-                stamp,
-                item.payload,
-            )
-            # The newest item beyond max_items; it and everything older go.
-            row = await tx.fetchone(
+                (
+                    service,
+                    node,
+                    item.id,
+                    item.publisher,
+                    self._db.dialect.encode_time(item.stamp),
+                    item.payload,
+                ),
+            ),
+            # The newest item beyond max_items, and everything older, go (with none
+            # beyond, the subquery is NULL and nothing matches).
+            (
+                "DELETE FROM pubsub_items WHERE service = ? AND node = ? AND seq <= ("
                 "SELECT seq FROM pubsub_items WHERE service = ? AND node = ? "
-                "ORDER BY seq DESC LIMIT 1 OFFSET ?",
-                service,
-                node,
-                max_items,
-            )
-            if row is None:
-                return []
-            rows = await tx.fetchall(
-                "DELETE FROM pubsub_items WHERE service = ? AND node = ? AND seq <= ? "
-                "RETURNING seq, id",
-                service,
-                node,
-                row[0],
-            )
+                "ORDER BY seq DESC LIMIT 1 OFFSET ?) RETURNING seq, id",
+                (service, node, service, node, max_items),
+            ),
+        ]
+        rows = (await self._db.script(statements))[-1]
         return [str(item_id) for _, item_id in sorted(rows)]
 
     async def get_items(
