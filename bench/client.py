@@ -5,6 +5,10 @@ parsing XML, and once logged in a connection only counts what it receives: the
 occurrences of a marker (``</message>``, ``<presence``) and, for latency runs, the
 send timestamps carried in message bodies. Every wait has a timeout.
 
+With entity capabilities (the ``pep`` scenario), a connection also answers every
+disco#info ``<iq type='get'>`` it receives, whatever else it is doing with the bytes,
+with the fixed disco#info its presence's caps hash stands for (:data:`CAPS_ANSWER`).
+
 Two variants of the same client: over WebSocket (RFC 7395: an HTTP Upgrade done by
 hand, one masked text frame per element, ``<open/>`` and ``<close/>`` instead of the
 stream header and its end), and with stream management (XEP-0198), where the
@@ -51,6 +55,41 @@ _REQUESTS = (b"<r ", b"<r/")
 _SM_TAIL = max(len(m) for m in _STANZA_STARTS + _REQUESTS) - 1
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+# Entity capabilities (XEP-0115) of the ``pep`` scenario's clients: one identity and
+# the features of a client that wants User Tune notifications (XEP-0118, XEP-0163).
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_TUNE = "http://jabber.org/protocol/tune"
+CAPS_NODE = "https://descant.bench"
+CAPS_IDENTITY = ("client", "pc")
+CAPS_FEATURES = (NS_DISCO_INFO, NS_CAPS, NS_TUNE, NS_TUNE + "+notify")
+
+
+def caps_ver(identity: tuple[str, str], features: tuple[str, ...]) -> str:
+    """The XEP-0115 §5.1 sha-1 verification hash of a disco#info with one identity
+    (no lang, no name) and ``features`` (no extended forms)."""
+    s = "%s/%s//<" % identity + "".join(f + "<" for f in sorted(features))
+    return base64.b64encode(hashlib.sha1(s.encode()).digest()).decode()
+
+
+# HeKkbSw04duxJ8hRq+1MIC8e1Jw= (descant.features.caps.ver_hash agrees).
+CAPS_VER = caps_ver(CAPS_IDENTITY, CAPS_FEATURES)
+CAPS_PRESENCE = (
+    f"<presence><c xmlns='{NS_CAPS}' hash='sha-1' node='{CAPS_NODE}' ver='{CAPS_VER}'/></presence>"
+).encode()
+# The <query/> of every disco#info answer (the node asked: <node>#<ver>, §6.2).
+CAPS_ANSWER = (
+    f"<query xmlns='{NS_DISCO_INFO}' node='{CAPS_NODE}#{CAPS_VER}'>"
+    f"<identity category='{CAPS_IDENTITY[0]}' type='{CAPS_IDENTITY[1]}'/>"
+    + "".join(f"<feature var='{f}'/>" for f in CAPS_FEATURES)
+    + "</query>"
+).encode()
+_IQ_TAIL = len(b"<iq") - 1
+_ATTR = {
+    name: re.compile(rb"""\s%s=(?:'([^']*)'|"([^"]*)")""" % name)
+    for name in (b"type", b"from", b"id")
+}
+
 
 def ws_frame(payload: bytes) -> bytes:
     """A final text frame as a client must send it (RFC 6455 §5.2, §5.3): masked.
@@ -81,6 +120,14 @@ def header(domain: str) -> bytes:
     ).encode()
 
 
+def _attr(head: bytes, name: bytes) -> bytes | None:
+    """The raw (still escaped) value of attribute ``name`` in a start tag."""
+    m = _ATTR[name].search(head)
+    if m is None:
+        return None
+    return m.group(1) if m.group(1) is not None else m.group(2)
+
+
 class LoginFailed(Exception):
     pass
 
@@ -91,7 +138,9 @@ class Conn(asyncio.Protocol):
     ``ws``: the connection speaks WebSocket (after the Upgrade): :meth:`send` and
     :meth:`pack` wrap elements in frames. ``sm``: stream management is enabled:
     every received chunk is scanned first for stanza starts (``h``) and ack requests,
-    which are answered at once, whatever else the connection does with the bytes."""
+    which are answered at once, whatever else the connection does with the bytes.
+    ``disco``: the ``<query/>`` to answer every disco#info get with (entity
+    capabilities); every chunk is scanned for those requests first too."""
 
     def __init__(self, progress: asyncio.Event | None = None) -> None:
         self.transport: asyncio.Transport | None = None
@@ -111,6 +160,9 @@ class Conn(asyncio.Protocol):
         self.latencies: list[int] = []
         self.progress = progress
         self.lost = False
+        self.disco: bytes | None = None
+        self.disco_answered = 0
+        self._iq_buf = b""
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -118,6 +170,8 @@ class Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.disco is not None:
+            self._disco_scan(data)
         if self.sm:
             self._sm_scan(data)
         if self.counting:
@@ -234,6 +288,47 @@ class Conn(asyncio.Protocol):
             self.write(self.pack(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % self.h) * r)
             self.acks_sent += r
 
+    # -- entity capabilities -------------------------------------------------------------
+
+    def _disco_scan(self, data: bytes) -> None:
+        """Answer each disco#info ``<iq type='get'>`` in the received bytes.
+
+        An ``<iq`` whose end has not arrived yet is kept (with what follows) for the
+        next chunk; otherwise only a tail shorter than ``<iq``. Nothing the servers send
+        the bench nests an ``<iq>`` in another element, nor ``</iq>`` inside one."""
+        buf = self._iq_buf + data if self._iq_buf else data
+        pos = 0
+        while True:
+            start = buf.find(b"<iq", pos)
+            if start < 0:
+                self._iq_buf = buf[-_IQ_TAIL:]
+                return
+            gt = buf.find(b">", start)
+            if gt < 0:
+                self._iq_buf = buf[start:]
+                return
+            if buf[gt - 1] == 0x2F:  # '/': an empty <iq/>, no query in it
+                pos = gt + 1
+                continue
+            end = buf.find(b"</iq>", gt)
+            if end < 0:
+                self._iq_buf = buf[start:]
+                return
+            head = buf[start : gt + 1]
+            if NS_DISCO_INFO.encode() in buf[gt:end] and _attr(head, b"type") == b"get":
+                self._answer_disco(head)
+            pos = end + 5
+
+    def _answer_disco(self, head: bytes) -> None:
+        assert self.disco is not None
+        frm, id_ = _attr(head, b"from"), _attr(head, b"id")
+        to = b" to='%s'" % frm if frm is not None else b""
+        self.send(
+            b"<iq%s type='result'%s id='%s'>%s</iq>"
+            % (JC if self.ws else b"", to, id_ or b"", self.disco)
+        )
+        self.disco_answered += 1
+
     # -- sending ---------------------------------------------------------------------------
 
     def pack(self, xml: bytes) -> bytes:
@@ -341,16 +436,20 @@ class Login:
         progress: asyncio.Event | None,
         ws: bool = False,
         sm: bool = False,
+        disco: bytes | None = None,
     ) -> Conn:
         """PLAIN over TCP (or WebSocket), bind, stream management with resumption if
         ``sm``, initial presence, then a ping as a barrier: when its answer is back,
-        the server has handled everything sent before it."""
+        the server has handled everything sent before it. With ``disco`` (the
+        ``<query/>`` of entity capabilities) every disco#info get is answered from
+        the initial presence on."""
         conn = await self.connect(progress, ws)
         try:
             await self._auth_plain(conn, user)
             await self._bind(conn, resource)
             if sm:
                 await self._enable_sm(conn)
+            conn.disco = disco
             if presence is not None:
                 conn.send(presence)
             conn.send(

@@ -1,7 +1,7 @@
 """Profile Descant under the chat scenario with py-spy (``pip install -e '.[bench]'``).
 
     python -m bench.profile [--pairs 100] [--duration 15]
-                            [--scenario chat|chat-ws|chat-sm|presence|muc]
+                            [--scenario chat|chat-ws|chat-sm|presence|pep|muc]
 
 Starts Descant as ``make bench`` does, loads it (closed-loop saturation), samples it
 with ``py-spy record --nonblocking`` and prints the functions with the most samples:
@@ -53,7 +53,9 @@ def summarize(raw: Path, top: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.profile", description=__doc__)
     ap.add_argument(
-        "--scenario", default="chat", choices=["chat", "chat-ws", "chat-sm", "presence", "muc"]
+        "--scenario",
+        default="chat",
+        choices=["chat", "chat-ws", "chat-sm", "presence", "pep", "muc"],
     )
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--duration", type=float, default=15.0)
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 res = scenarios.chat(srv, pool, args.pairs, args.duration, 2000, 16)[0]
             elif args.scenario == "presence":
                 res = scenarios.presence(srv, pool, 2, args.duration)
+            elif args.scenario == "pep":
+                res = scenarios.pep(srv, pool, 2, args.duration)
             else:
                 res = scenarios.muc(srv, pool, 100, args.duration)
             for p in spy:

@@ -37,6 +37,7 @@ SCENARIOS = (
     "chat-sm",
     "presence",
     "presence-csi",
+    "pep",
     "muc",
     "login-scram",
 )
@@ -74,6 +75,10 @@ METRICS = [
         "lower",
     ),
     ("presence-csi", "presences_per_change", "presences to clients per change, inactive", "lower"),
+    ("pep", "delivered_per_s", "delivered PEP notifications/s", "higher"),
+    ("pep", "cpu_us_per_notification", "µs CPU per delivered PEP notification", "lower"),
+    ("pep", "cpu_us_per_publish", "µs CPU per PEP publication", "lower"),
+    ("pep", "notifications_per_publish", "PEP notifications per publication", "higher"),
     ("muc", "cpu_us_per_stanza", "µs CPU per delivered groupchat", "lower"),
     ("login-scram", "logins_per_s", "SCRAM-SHA-256+TLS logins/s", "higher"),
     ("login-scram", "cpu_ms_per_login", "ms CPU per SCRAM login", "lower"),
@@ -197,6 +202,8 @@ def run_server(
                 ],
             )
         )
+    if "pep" not in args.skip:
+        fresh(guarded("pep", lambda pool: [scenarios.pep(srv, pool, args.cliques, args.duration)]))
     if "muc" in args.skip:
         if not args.only:
             emit({"scenario": "muc", "skipped": "skipped (--skip muc)"})
@@ -258,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=100)
     ap.add_argument("--rate", type=float, default=2000.0, help="offered msg/s for latency")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds per measured phase")
-    ap.add_argument("--cliques", type=int, default=4, help="presence: groups of 51 users")
+    ap.add_argument("--cliques", type=int, default=4, help="presence, pep: groups of 51 users")
     ap.add_argument("--scram", type=int, default=400, help="SCRAM logins")
     ap.add_argument("--workers", type=int, default=2, help="load-generator processes")
     ap.add_argument("--occupants", type=int, default=100, help="muc: occupants of the room")
@@ -362,7 +369,7 @@ def report(
         "",
         f"Settings: idle {args.idle}, hibernated {args.hibernated}, {args.pairs} chat pairs, "
         f"{args.duration:g}s phases, latency at {args.rate:g} msg/s, presence "
-        f"{args.cliques}×51 users (presence-csi at {args.presence_rate:g} changes/s), "
+        f"and pep {args.cliques}×51 users (presence-csi at {args.presence_rate:g} changes/s), "
         f"{args.scram} SCRAM logins, {args.workers} load-generator processes.",
         "",
         "## Modules loaded",

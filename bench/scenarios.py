@@ -14,7 +14,7 @@ from bench.servers import DOMAIN, Server
 from bench.worker import Pool
 
 LOGIN_CONCURRENCY = 50  # per worker process
-CLIQUE = 51  # presence: every user has CLIQUE - 1 mutual contacts
+CLIQUE = 51  # presence, pep: every user has CLIQUE - 1 mutual contacts
 
 
 def split(items: list[Any], n: int) -> list[list[Any]]:
@@ -459,6 +459,83 @@ def presence_csi(
         "cpu_us_per_change_active": cpu_a * 1e6 / max(sent_a, 1),
         "cpu_ratio_to_active": (cpu / max(sent, 1)) / max(cpu_a / max(sent_a, 1), 1e-12),
         "generator_cpu_s": gen + gen_a,
+    }
+
+
+PEP_NODE = "http://jabber.org/protocol/tune"  # User Tune (XEP-0118)
+PEP_EVENT = b"pubsub#event"  # once in each notification, nowhere else
+
+
+def tune_publish(title: str) -> bytes:
+    """A PEP publication (XEP-0163 §3) of the user's tune, item 'current'."""
+    return (
+        "<iq type='set' id='pub'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+        f"<publish node='{PEP_NODE}'><item id='current'><tune xmlns='{PEP_NODE}'>"
+        f"<artist>A</artist><title>{title}</title></tune></item></publish></pubsub></iq>"
+    ).encode()
+
+
+def pep(server: Server, pool: Pool, cliques: int, duration: float) -> dict[str, Any]:
+    """The users of ``presence``, their initial presence with entity capabilities
+    (XEP-0115) whose disco#info has ``tune+notify``, publish their tune in turn
+    (XEP-0163): every publication notifies the publisher's contacts (and the
+    publisher's own resource), who never subscribed other than by caps.
+
+    A client with no contacts (``u0``) logs in first, alone: each server learns the
+    caps hash from it, as a server that has been running knows a common client's.
+    The users' caps are then known when their presence arrives, which is the steady
+    state measured here. (Were it learnt while 102 users log in at once, Prosody
+    would also notify the bare JID of each user whose own disco#info answer came in
+    before the hash was known — a second copy of every notification to that user,
+    by timing, 51 to 101 notifications per publication; and Descant's PEP module
+    would spawn a task per presence awaiting the one query, beyond its bound.)
+
+    Every user publishes once first, outside the measure: it creates the node
+    (storage), and shows the notifications arrive (how many per publication is the
+    window's unit). The measured phase keeps about 4,000 notifications in flight."""
+    groups = [[f"p{c * CLIQUE + k}" for k in range(CLIQUE)] for c in range(cliques)]
+    parts = [[u for g in groups[w :: len(pool)] for u in g] for w in range(len(pool))]
+    _login(pool, [["u0"]] + [[]] * (len(pool) - 1), "caps")
+    _quiet(pool)
+    _login(pool, parts, "caps")
+    _quiet(pool)
+    asked = sum(r["answered"] for r in pool.all("disco_answered"))
+    res = pool.call(
+        [("publish_each", part, tune_publish("T-0"), PEP_EVENT, CLIQUE, 20.0) for part in parts]
+    )
+    warm_sent, warm_received = sum(r["sent"] for r in res), sum(r["received"] for r in res)
+    per_publish = warm_received / max(warm_sent, 1)
+    if warm_received == 0:
+        raise RuntimeError(
+            f"no notification for {warm_sent} publications ({asked} disco#info queries answered)"
+        )
+    _quiet(pool)
+    fanout = max(round(per_publish), 1)
+    stanzas = [tune_publish("T-1"), tune_publish("T-2")]
+    m = Meter(server, pool)
+    res = pool.call(
+        [("fanout", part, stanzas, PEP_EVENT, fanout, duration, 4000) for part in parts]
+    )
+    cpu, gen, _ = m.done()
+    received = sum(r["received"] for r in res)
+    publishes = sum(r["sent"] for r in res)
+    elapsed = max(r["elapsed"] for r in res)
+    asked_total = sum(r["answered"] for r in pool.all("disco_answered"))
+    pool.all("close")
+    return {
+        "scenario": "pep",
+        "users": cliques * CLIQUE,
+        "contacts": CLIQUE - 1,
+        "disco_queries": asked_total,
+        "expected_per_publish": CLIQUE,  # the contacts and the publisher's own resource
+        "warmup_notifications_per_publish": per_publish,
+        "publishes": publishes,
+        "delivered": received,
+        "delivered_per_s": received / elapsed,
+        "notifications_per_publish": received / max(publishes, 1),
+        "cpu_us_per_notification": cpu * 1e6 / max(received, 1),
+        "cpu_us_per_publish": cpu * 1e6 / max(publishes, 1),
+        "generator_cpu_s": gen,
     }
 
 

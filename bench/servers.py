@@ -203,7 +203,8 @@ def _lua(s: str) -> str:
 class Prosody(Server):
     name = "Prosody"
     # Presence, message and iq are built in; mod_http comes with websocket; csi_simple
-    # brings mod_csi.
+    # brings mod_csi. pep (in Prosody's default configuration, but not autoloaded):
+    # Descant loads its PEP service by default.
     MODULES = (
         "roster",
         "saslauth",
@@ -215,6 +216,7 @@ class Prosody(Server):
         "websocket",
         "smacks",
         "csi_simple",
+        "pep",
     )
 
     def __init__(self, workdir: Path, cert: tuple[str, str]) -> None:

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.client import JC, SM_ANSWER, SM_REQUEST, Conn, Login
+from bench.client import CAPS_ANSWER, CAPS_PRESENCE, JC, SM_ANSWER, SM_REQUEST, Conn, Login
 from bench.proc import cpu_seconds, raise_nofile
 
 # Login modes: PLAIN over TCP, PLAIN over WebSocket, PLAIN over TCP with stream
-# management (resumption on), SCRAM-SHA-256 after STARTTLS.
-MODES = ("plain", "ws", "sm", "scram")
+# management (resumption on), PLAIN over TCP with entity capabilities in the initial
+# presence (disco#info queries answered), SCRAM-SHA-256 after STARTTLS.
+MODES = ("plain", "ws", "sm", "caps", "scram")
 
 
 class Worker:
@@ -73,6 +74,9 @@ class Worker:
         failures: list[str] = []
         ws, sm = mode == "ws", mode == "sm"
         pres = (b"<presence%s/>" % (JC if ws else b"")) if presence else None
+        disco = None
+        if mode == "caps":
+            pres, disco = (CAPS_PRESENCE if presence else None), CAPS_ANSWER
 
         async def one(user: str) -> None:
             async with sem:
@@ -80,7 +84,9 @@ class Worker:
                     if mode == "scram":
                         conn = await self.login.scram(user, "bench")
                     else:
-                        conn = await self.login.plain(user, "bench", pres, self.progress, ws, sm)
+                        conn = await self.login.plain(
+                            user, "bench", pres, self.progress, ws, sm, disco
+                        )
                 except Exception as exc:
                     failures.append(f"{user}: {type(exc).__name__} {exc}")
                     return
@@ -358,6 +364,22 @@ class Worker:
         elapsed = time.monotonic() - t0
         await self._settled(received)
         return {"sent": sent, "received": received(), "elapsed": elapsed}
+
+    async def cmd_publish_each(
+        self, users: list[str], stanza: bytes, marker: bytes, fanout: int, limit: float
+    ) -> dict[str, Any]:
+        """Every user sends ``stanza`` once; wait until about ``fanout`` ``marker`` per
+        user have arrived, or ``limit`` seconds, then until deliveries stop."""
+        conns, received = self._counting(users, marker)
+        for conn in conns:
+            conn.write(stanza)
+        await self._drain(lambda: received() >= fanout * len(conns), limit)
+        await self._settled(received)
+        return {"sent": len(conns), "received": received()}
+
+    async def cmd_disco_answered(self) -> dict[str, Any]:
+        """How many disco#info queries the connections have answered so far."""
+        return {"answered": sum(c.disco_answered for c in self.conns.values())}
 
     async def cmd_muc_join(self, users: list[str], room: str, create: bool) -> dict[str, Any]:
         """Join ``room`` (XEP-0045 §7.2) one user at a time; the first one, if ``create``,
