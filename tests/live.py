@@ -20,7 +20,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +195,14 @@ async def connect_slixmpp(
     roster: bool = True,
     direct_tls: bool = False,
     timeout: float = 15,
+    setup: Callable[[Client], None] | None = None,
+    before_presence: Callable[[Client], Awaitable[object]] | None = None,
 ) -> Client:
+    """Log a slixmpp client in; ``setup`` runs before it connects (plugins, handlers),
+    ``before_presence`` once it is bound, before its initial presence."""
     client = Client(jid, password)
+    if setup is not None:
+        setup(client)
     if direct_tls:
         client.enable_direct_tls = True  # type: ignore[attr-defined]
         client.enable_starttls = False  # type: ignore[attr-defined]
@@ -210,7 +216,9 @@ async def connect_slixmpp(
         client.disconnect()
         raise AssertionError(f"{jid} could not log in")
     if roster:
-        await client.get_roster()
+        await asyncio.wait_for(client.get_roster(), timeout)
+    if before_presence is not None:
+        await asyncio.wait_for(before_presence(client), timeout)
     if presence:
         client.send_presence()
         await asyncio.sleep(0.1)
@@ -218,11 +226,14 @@ async def connect_slixmpp(
 
 
 async def disconnect(*clients: Client) -> None:
+    # Each client's future is taken before it is asked to disconnect: slixmpp replaces
+    # it once it resolves, so one taken afterwards can wait for the next one.
+    futures = [c.disconnected for c in clients]
     for c in clients:
         c.disconnect()
-    for c in clients:
+    for fut in futures:
         try:
-            await asyncio.wait_for(c.disconnected, 5)
+            await asyncio.wait_for(fut, 5)
         except TimeoutError:
             pass
 

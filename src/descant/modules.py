@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from descant.events import Handler
 from descant.tasks import TaskGroup
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from descant.host import Host
     from descant.routing.router import StanzaEvent
     from descant.server import Server
+
+
+M = TypeVar("M", bound="Module")
 
 
 class Module:
@@ -37,6 +40,13 @@ class Module:
         self._sync_nonzas: list[str] = []
         # Owned and bounded: closed (what is left cancelled) when the host stops.
         self.tasks = TaskGroup(f"{host.domain}/{self.name}", self.max_tasks)
+
+    def require(self, cls: type[M]) -> M:
+        """The module of class ``cls`` on this host, which this one needs to work."""
+        mod = self.host.modules.get(cls.name)
+        if not isinstance(mod, cls):
+            raise RuntimeError(f"the {self.name} module needs the {cls.name} module")
+        return mod
 
     def hook(self, event: str, handler: Handler, priority: int = 0) -> None:
         self.host.events.hook(event, handler, priority)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from tests.live import Client
+from tests.live import Client, connect_slixmpp
 
 PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 TEST_NS = "urn:descant:test:pep"
@@ -69,47 +69,36 @@ async def connect_with(
     ``<node>+notify`` disco feature advertised through XEP-0115 caps in its presence.
     With ``caps=False`` the client advertises no caps at all.
     """
-    client = Client(jid, password)
     interests = list(interests)
     plugins = list(plugins)
     if interests or caps:
         plugins = ["xep_0115", "xep_0163", *plugins]
-    for name in plugins:
-        client.register_plugin(name, pconfig=(config or {}).get(name))
-    if setup is not None:
-        setup(client)
-    if interests:
-        client.add_event_handler(
-            "session_bind", lambda _jid: client.plugin["xep_0163"].add_interest(interests)
-        )
-    client.connect("127.0.0.1", server.port)
-    await asyncio.wait(
-        [asyncio.ensure_future(client.started.wait()), asyncio.ensure_future(client.failed.wait())],
+
+    def prepare(client: Client) -> None:
+        for name in plugins:
+            client.register_plugin(name, pconfig=(config or {}).get(name))
+        if setup is not None:
+            setup(client)
+        if interests:
+            client.add_event_handler(
+                "session_bind", lambda _jid: client.plugin["xep_0163"].add_interest(interests)
+            )
+
+    async def caps_ready(client: Client) -> None:
+        if "xep_0115" in client.plugin:
+            # The caps hash must cover the +notify features before the first presence.
+            await client.plugin["xep_0115"].update_caps(broadcast=False)
+
+    return await connect_slixmpp(
+        server,
+        jid,
+        password,
+        presence=presence,
+        roster=roster,
         timeout=timeout,
-        return_when=asyncio.FIRST_COMPLETED,
+        setup=prepare,
+        before_presence=caps_ready,
     )
-    if not client.started.is_set():
-        client.disconnect()
-        raise AssertionError(f"{jid} could not log in")
-    if roster:
-        await asyncio.wait_for(client.get_roster(), timeout)
-    if "xep_0115" in client.plugin:
-        # The caps hash must cover the +notify features before the first presence.
-        await asyncio.wait_for(client.plugin["xep_0115"].update_caps(broadcast=False), timeout)
-    if presence:
-        client.send_presence()
-        await asyncio.sleep(0.1)
-    return client
-
-
-async def close(*clients: Client, timeout: float = 5) -> None:
-    """Log clients out. Unlike tests.live.disconnect this takes each client's
-    ``disconnected`` future *before* asking it to disconnect: slixmpp replaces the
-    future once it resolves, so awaiting it afterwards can wait for the next one."""
-    futures = [c.disconnected for c in clients]
-    for c in clients:
-        c.disconnect()
-    await asyncio.wait(futures, timeout=timeout)
 
 
 async def until(cond: Callable[[], object], timeout: float = 5, what: str = "condition") -> None:

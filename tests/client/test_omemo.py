@@ -24,8 +24,8 @@ import pytest
 import slixmpp
 from slixmpp import JID
 
-from tests.client.pep_util import befriend, close, connect_with, item_ids
-from tests.live import Client, LiveServer
+from tests.client.pep_util import befriend, connect_with, item_ids
+from tests.live import Client, LiveServer, disconnect
 
 pytest.importorskip(
     "slixmpp_omemo", reason="slixmpp-omemo is not installed (pip install -e '.[test]')"
@@ -192,7 +192,7 @@ async def test_omemo_published_data_readable_by_anyone(server: LiveServer) -> No
         assert item_ids(new_bundle) == [str(dev)]
         assert new_bundle.xml.find(f".//{{{TWOMEMO}}}bundle") is not None
     finally:
-        await close(bob, dave)
+        await disconnect(bob, dave)
 
 
 async def test_omemo_message_and_a_device_that_comes_later(server: LiveServer) -> None:
@@ -249,4 +249,4 @@ async def test_omemo_message_and_a_device_that_comes_later(server: LiveServer) -
         plain, _ = await phone.plugin["xep_0384"].decrypt_message(got)
         assert plain["body"] == "both of you now"
     finally:
-        await close(*(c for c in (alice, phone, laptop) if c is not None))
+        await disconnect(*(c for c in (alice, phone, laptop) if c is not None))

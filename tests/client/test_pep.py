@@ -22,7 +22,6 @@ from slixmpp.xmlstream import ElementBase
 
 from tests.client.pep_util import (
     befriend,
-    close,
     condition,
     config_values,
     connect_with,
@@ -40,7 +39,7 @@ from tests.client.pep_util import (
     pubsub_condition,
     unique_node,
 )
-from tests.live import Client, LiveServer
+from tests.live import Client, LiveServer, disconnect
 
 PUBSUB = "http://jabber.org/protocol/pubsub"
 AVATAR_METADATA = "urn:xmpp:avatar:metadata"
@@ -105,7 +104,7 @@ async def test_publish_with_and_without_item_id(server: LiveServer) -> None:
         got = await ps.get_items(a_jid, node, item_ids=[generated])
         assert payload_texts(got) == {generated: "without id"}
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_get_items_all_by_id_and_max_items(server: LiveServer) -> None:
@@ -124,7 +123,7 @@ async def test_get_items_all_by_id_and_max_items(server: LiveServer) -> None:
         newest = item_ids(await ps.get_items(a_jid, node, max_items=2))
         assert sorted(newest) == ["i2", "i3"]
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_retract_with_notify(server: LiveServer) -> None:
@@ -143,7 +142,7 @@ async def test_retract_with_notify(server: LiveServer) -> None:
         assert [(i.name, str(i["id"])) for i in event_items(msg)] == [("retract", "gone-soon")]
         assert "gone-soon" not in item_ids(await ps.get_items(a_jid, node))
     finally:
-        await close(phone, laptop)
+        await disconnect(phone, laptop)
 
 
 async def test_purge_node(server: LiveServer) -> None:
@@ -162,7 +161,7 @@ async def test_purge_node(server: LiveServer) -> None:
         msg = await next_event(purged)
         assert msg["pubsub_event"]["purge"]["node"] == node
     finally:
-        await close(phone, laptop)
+        await disconnect(phone, laptop)
 
 
 async def test_delete_node(server: LiveServer) -> None:
@@ -181,7 +180,7 @@ async def test_delete_node(server: LiveServer) -> None:
             await ps.get_items(a_jid, node)
         assert condition(err.value) == "item-not-found"
     finally:
-        await close(phone, laptop)
+        await disconnect(phone, laptop)
 
 
 async def test_node_configuration_form_get_and_set(server: LiveServer) -> None:
@@ -214,7 +213,7 @@ async def test_node_configuration_form_get_and_set(server: LiveServer) -> None:
         got = await dave.plugin["xep_0060"].get_items(a_jid, node)
         assert payload_texts(got) == {"current": "hello"}
     finally:
-        await close(alice, dave)
+        await disconnect(alice, dave)
 
 
 async def test_items_of_missing_node_is_item_not_found(server: LiveServer) -> None:
@@ -225,7 +224,7 @@ async def test_items_of_missing_node_is_item_not_found(server: LiveServer) -> No
             await alice.plugin["xep_0060"].get_items(a_jid, unique_node("never-created"))
         assert condition(err.value) == "item-not-found"
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_publish_to_another_users_pep_is_forbidden(server: LiveServer) -> None:
@@ -240,7 +239,7 @@ async def test_publish_to_another_users_pep_is_forbidden(server: LiveServer) -> 
         with pytest.raises(IqError):
             await bob.plugin["xep_0060"].get_items(bob.boundjid.bare, node)
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_configure_invalid_access_model_is_rejected(server: LiveServer) -> None:
@@ -256,7 +255,7 @@ async def test_configure_invalid_access_model_is_rejected(server: LiveServer) ->
         kept = config_values(await ps.get_node_config(a_jid, node))
         assert kept["pubsub#access_model"] == "presence"
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 # ---------------------------------------------------------------- XEP-0163 notifications
@@ -273,7 +272,7 @@ async def test_contact_with_notify_gets_publication(server: LiveServer) -> None:
         assert published_ids(msg) == ["first"]
         assert event_items(msg)[0]["payload"].text == "hi bob"
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_no_notification_without_notify_or_subscription(server: LiveServer) -> None:
@@ -297,14 +296,14 @@ async def test_no_notification_without_notify_or_subscription(server: LiveServer
         assert drained(got[carol], from_node(node)) == [], "sent without +notify"
         assert drained(got[dave], from_node(node)) == [], "sent to a non-contact"
     finally:
-        await close(alice, bob, carol, dave)
+        await disconnect(alice, bob, carol, dave)
 
 
 async def test_contact_coming_online_gets_last_item(server: LiveServer) -> None:
     node = unique_node("last-item")
     alice, bob = await _pair(server, bob_interests=[node])
     b_jid, b_pw = bob.boundjid.bare, bob.password
-    await close(bob)
+    await disconnect(bob)
     try:
         await alice.plugin["xep_0060"].publish(None, node, id="older", payload=note("old news"))
         await alice.plugin["xep_0060"].publish(None, node, id="newest", payload=note("latest"))
@@ -321,7 +320,7 @@ async def test_contact_coming_online_gets_last_item(server: LiveServer) -> None:
         assert published_ids(msg) == ["newest"]
         assert event_items(msg)[0]["payload"].text == "latest"
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_own_other_resource_gets_publication(server: LiveServer) -> None:
@@ -336,7 +335,7 @@ async def test_own_other_resource_gets_publication(server: LiveServer) -> None:
         assert msg["from"].bare == a_jid
         assert published_ids(msg) == ["sync"]
     finally:
-        await close(phone, laptop)
+        await disconnect(phone, laptop)
 
 
 # ---------------------------------------------------------------- XEP-0223 publish options
@@ -368,7 +367,7 @@ async def test_publish_options_create_node_with_that_config(server: LiveServer) 
         )
         assert payload_texts(await ps.get_items(a_jid, node)) == {"current": "private, again"}
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_conflicting_publish_options_are_precondition_not_met(server: LiveServer) -> None:
@@ -389,7 +388,7 @@ async def test_conflicting_publish_options_are_precondition_not_met(server: Live
         assert pubsub_condition(err.value) == "precondition-not-met", err.value.iq
         assert payload_texts(await ps.get_items(a_jid, node)) == {"current": "presence-model node"}
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 # ---------------------------------------------------------------- XEP-0084 / 0153 / 0398 / 0172
@@ -416,7 +415,7 @@ async def test_user_avatar(server: LiveServer) -> None:
         got = await bob.plugin["xep_0084"].retrieve_avatar(alice.boundjid.bare, avatar_id)
         assert got["pubsub"]["items"]["item"]["avatar_data"]["value"] == data
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 def _photo_hash(presence: object) -> str | None:
@@ -442,7 +441,7 @@ async def test_vcard_photo_hash_in_presence(server: LiveServer) -> None:
         )
         assert _photo_hash(p) == hashlib.sha1(data).hexdigest()
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_vcard_avatar_through_slixmpp_plugin(server: LiveServer) -> None:
@@ -462,7 +461,7 @@ async def test_vcard_avatar_through_slixmpp_plugin(server: LiveServer) -> None:
         card = await bob.plugin["xep_0054"].get_vcard(alice.boundjid.bare, local=False)
         assert card["vcard_temp"]["PHOTO"]["BINVAL"] == data
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_pep_avatar_reflected_in_vcard_and_presence(server: LiveServer) -> None:
@@ -488,7 +487,7 @@ async def test_pep_avatar_reflected_in_vcard_and_presence(server: LiveServer) ->
         )
         assert _photo_hash(p) == avatar_id
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_user_nickname(server: LiveServer) -> None:
@@ -504,7 +503,7 @@ async def test_user_nickname(server: LiveServer) -> None:
         nick = got.xml.find(f".//{{{NICK}}}nick")
         assert nick is not None and nick.text == "Ally"
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 # ---------------------------------------------------------------- XEP-0222 / XEP-0223 data
@@ -527,7 +526,7 @@ async def test_private_pep_data(server: LiveServer) -> None:
             await bob.plugin["xep_0060"].get_items(alice.boundjid.bare, node)
         assert condition(err.value) in DENIED
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_public_pep_data(server: LiveServer) -> None:
@@ -544,7 +543,7 @@ async def test_public_pep_data(server: LiveServer) -> None:
         el = got.xml.find(f".//{{{Secret.namespace}}}value")
         assert el is not None and el.text == "not a secret"
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 # ---------------------------------------------------------------- bookmarks and private XML
@@ -594,7 +593,7 @@ async def test_pep_native_bookmarks(server: LiveServer) -> None:
         assert items[room]["conference"]["nick"] == "ally"
         assert items[room]["conference"]["autojoin"] is True
     finally:
-        await close(phone, laptop)
+        await disconnect(phone, laptop)
 
 
 async def test_private_xml_storage(server: LiveServer) -> None:
@@ -614,9 +613,9 @@ async def test_private_xml_storage(server: LiveServer) -> None:
             got = await other.plugin["xep_0049"].retrieve("descant_prefs")
             assert got["private"]["descant_prefs"]["colour"] == "teal"
         finally:
-            await close(other)
+            await disconnect(other)
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_private_xml_storage_is_per_account(server: LiveServer) -> None:
@@ -638,7 +637,7 @@ async def test_private_xml_storage_is_per_account(server: LiveServer) -> None:
             await iq.send()
         assert condition(err.value) in ("forbidden", "not-allowed", "service-unavailable")
     finally:
-        await close(alice, bob)
+        await disconnect(alice, bob)
 
 
 async def test_bookmarks_in_private_storage(server: LiveServer) -> None:
@@ -656,7 +655,7 @@ async def test_bookmarks_in_private_storage(server: LiveServer) -> None:
         assert confs[room]["nick"] == "ally"
         assert confs[room]["name"] == "Old Room"
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_bookmarks_bridge_private_to_pep(server: LiveServer) -> None:
@@ -676,7 +675,7 @@ async def test_bookmarks_bridge_private_to_pep(server: LiveServer) -> None:
         assert items[room]["conference"]["nick"] == "ally"
         assert items[room]["conference"]["autojoin"] is True
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_bookmarks_bridge_pep_to_private(server: LiveServer) -> None:
@@ -699,7 +698,7 @@ async def test_bookmarks_bridge_pep_to_private(server: LiveServer) -> None:
         assert confs[room]["nick"] == "ally"
         assert confs[room]["autojoin"] is True
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 # ---------------------------------------------------------------- service discovery
@@ -722,7 +721,7 @@ async def test_account_disco_info_lists_pep(server: LiveServer) -> None:
         ):
             assert feature in features, f"{feature} not advertised: {sorted(features)}"
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_pubsub_service_in_server_disco_items(server: LiveServer) -> None:
@@ -736,7 +735,7 @@ async def test_pubsub_service_in_server_disco_items(server: LiveServer) -> None:
         identities = {(i[0], i[1]) for i in info["disco_info"]["identities"]}
         assert ("pubsub", "service") in identities, identities
     finally:
-        await close(alice)
+        await disconnect(alice)
 
 
 async def test_pubsub_service_node_is_listed(server: LiveServer) -> None:
@@ -754,4 +753,4 @@ async def test_pubsub_service_node_is_listed(server: LiveServer) -> None:
         assert payload_texts(got) == {"one": "on the service"}
         await ps.delete_node("pubsub.localhost", node)
     finally:
-        await close(alice)
+        await disconnect(alice)

@@ -46,19 +46,13 @@ class AvatarModule(Module):
         self.hook("pre-presence", self.on_presence, priority=20)
         self.hook("resource-unbound", self.on_unbound)
 
-    def _module(self, name: str, cls: type[Module]) -> Module:
-        mod = self.host.modules.get(name)
-        if not isinstance(mod, cls):
-            raise RuntimeError(f"the avatar module needs the {name} module")
-        return mod
-
     @property
     def pep(self) -> PEPModule:
-        return self._module("pep", PEPModule)  # type: ignore[return-value]
+        return self.require(PEPModule)
 
     @property
     def vcard(self) -> VCardModule:
-        return self._module("vcard", VCardModule)  # type: ignore[return-value]
+        return self.require(VCardModule)
 
     # -- PEP → vCard ------------------------------------------------------------------
 

@@ -35,10 +35,7 @@ class BookmarksModule(Module):
 
     @property
     def pep(self) -> PEPModule:
-        mod = self.host.modules.get("pep")
-        if not isinstance(mod, PEPModule):
-            raise RuntimeError("the bookmarks module needs the pep module")
-        return mod
+        return self.require(PEPModule)
 
     def node_config(self) -> NodeConfig:
         return NodeConfig(

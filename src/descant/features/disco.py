@@ -8,12 +8,17 @@ Extra items (e.g. the MUC service) are added by modules to ``self.items``.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
 from descant.xml import ns
+
+if TYPE_CHECKING:
+    from descant.host import Host
+    from descant.server import Server
 
 
 class DiscoModule(Module):
@@ -75,3 +80,27 @@ class DiscoModule(Module):
             self.host.domain, ev.to.local, str(ev.frm.bare)
         )
         return item is not None and item.subscription in ("from", "both")
+
+
+def add_service_hosts(
+    server: Server, prefix: str, modules: list[type[Module]], name: str
+) -> list[Host]:
+    """Create (not start) a Host ``<prefix>.<domain>`` for every served domain, loaded
+    with ``modules`` and listed as ``name`` in the domain's disco#items (the MUC and
+    pubsub services); return them."""
+    from descant.host import Host
+
+    added = []
+    for domain in server.config.server.domains:
+        service = f"{prefix}.{domain}"
+        if service in server.hosts:
+            continue
+        host = Host(server, service)
+        host.load(modules)
+        server.hosts[service] = host
+        added.append(host)
+        user_host = server.hosts.get(domain)
+        disco = user_host.modules.get("disco") if user_host is not None else None
+        if isinstance(disco, DiscoModule):
+            disco.items.append((service, name))
+    return added

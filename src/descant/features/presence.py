@@ -190,10 +190,7 @@ class PresenceModule(Module):
 
     @property
     def roster(self) -> RosterModule:
-        mod = self.host.modules.get("roster")
-        if not isinstance(mod, RosterModule):
-            raise RuntimeError("the presence module needs the roster module")
-        return mod
+        return self.require(RosterModule)
 
     async def _route(self, stanzas: list[ET.Element]) -> None:
         for stanza in stanzas:

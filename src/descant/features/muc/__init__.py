@@ -22,26 +22,12 @@ MUC_MODULES: list[type[Module]] = [MUCService]
 
 def add_services(server: Server) -> list[Host]:
     """Create (not start) the MUC host of every served domain; return them."""
-    from descant.features.disco import DiscoModule
-    from descant.host import Host
+    from descant.features.disco import add_service_hosts
 
     cfg = server.config.muc
     if not cfg.enabled:
         return []
-    added = []
-    for domain in server.config.server.domains:
-        service = f"{cfg.domain_prefix}.{domain}"
-        if service in server.hosts:
-            continue
-        host = Host(server, service)
-        host.load(MUC_MODULES)
-        server.hosts[service] = host
-        added.append(host)
-        user_host = server.hosts.get(domain)
-        disco = user_host.modules.get("disco") if user_host is not None else None
-        if isinstance(disco, DiscoModule):
-            disco.items.append((service, "Chatrooms"))
-    return added
+    return add_service_hosts(server, cfg.domain_prefix, MUC_MODULES, "Chatrooms")
 
 
 __all__ = ["MUC_MODULES", "MUCService", "add_services"]

@@ -76,17 +76,11 @@ class PEPModule(PubSubModule):
 
     @property
     def caps(self) -> CapsModule:
-        mod = self.host.modules.get("caps")
-        if not isinstance(mod, CapsModule):
-            raise RuntimeError("the pep module needs the caps module")
-        return mod
+        return self.require(CapsModule)
 
     @property
     def roster(self) -> RosterModule:
-        mod = self.host.modules.get("roster")
-        if not isinstance(mod, RosterModule):
-            raise RuntimeError("the pep module needs the roster module")
-        return mod
+        return self.require(RosterModule)
 
     # -- services -----------------------------------------------------------------------
 
