@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 
 from tests.features.conftest import set_roster
 from tests.features.test_pep import PUBSUB, events, with_caps
@@ -72,3 +73,59 @@ async def test_client_photo_in_presence_is_kept_xep0153(h: Harness) -> None:
     await h.send(alice, "<presence/>")
     pres = one(bob.take(), "presence")
     assert pres.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo") in ("", None)
+
+
+async def test_metadata_picks_the_local_image_and_checks_its_hash_xep0398_3(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    pub = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{DATA}'><item id='{SHA1}'>"
+        f"<data xmlns='{DATA}'>{B64}</data></item></publish></pubsub></iq>"
+    )
+    assert (await h.iq(alice, pub)).get("type") == "result"
+
+    async def metadata(infos: str) -> None:
+        meta = (
+            f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{METADATA}'><item>"
+            f"<metadata xmlns='{METADATA}'>{infos}</metadata></item></publish></pubsub></iq>"
+        )
+        assert (await h.iq(alice, meta)).get("type") == "result"
+
+    async def photo() -> str | None:
+        card = await h.iq(alice, "<iq type='get'><vCard xmlns='vcard-temp'/></iq>")
+        return card.findtext("{vcard-temp}vCard/{vcard-temp}PHOTO/{vcard-temp}BINVAL")
+
+    # Data stored under an id that is not its SHA-1: not converted.
+    wrong = "0" * 40
+    mislabelled = pub.replace(f"id='{SHA1}'", f"id='{wrong}'")
+    assert (await h.iq(alice, mislabelled)).get("type") == "result"
+    await metadata(f"<info id='{wrong}' bytes='{len(IMAGE)}' type='image/png'/>")
+    assert await photo() is None
+    # An external URL first, the stored image second: the stored one.
+    assert (await h.iq(alice, pub)).get("type") == "result"
+    await metadata(
+        f"<info id='{SHA1}' bytes='9' type='image/png' url='https://example.org/a.png'/>"
+        f"<info id='{SHA1}' bytes='{len(IMAGE)}' type='image/png'/>"
+    )
+    assert await photo() == B64
+
+
+async def test_pep_features_only_when_the_module_is_loaded(tmp_path: Path) -> None:
+    from descant.features import DEFAULT_MODULES
+    from descant.features.avatar import AvatarModule
+    from descant.features.bookmarks import BookmarksModule
+    from descant.features.pubsub import PEPModule
+
+    without = [m for m in DEFAULT_MODULES if m not in (PEPModule, BookmarksModule, AvatarModule)]
+    harness = await Harness.create(tmp_path, modules=without)
+    try:
+        alice = await harness.online("alice@localhost/a")
+        disco = "http://jabber.org/protocol/disco#info"
+        info = await harness.iq(
+            alice, f"<iq type='get' to='alice@localhost'><query xmlns='{disco}'/></iq>"
+        )
+        features = {f.get("var") for f in info.iter(f"{{{disco}}}feature")}
+        assert not any(f.startswith(PUBSUB) for f in features)
+        idents = {(i.get("category"), i.get("type")) for i in info.iter(f"{{{disco}}}identity")}
+        assert ("pubsub", "pep") not in idents
+    finally:
+        await harness.stop()

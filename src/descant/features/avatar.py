@@ -58,9 +58,9 @@ class AvatarModule(Module):
 
     async def on_metadata(self, change: tuple[str, Published]) -> None:
         user, published = change
-        info = (
-            published.element.find(f"{{{METADATA}}}info") if published.element is not None else None
-        )
+        infos = published.element if published.element is not None else ET.Element("none")
+        # XEP-0398 §3: the image stored here, not one at an external URL.
+        info = next((i for i in infos.iter(f"{{{METADATA}}}info") if not i.get("url")), None)
         vcard = await self.vcard.stored(user) or ET.Element(VCARD_TAG)
         for photo in vcard.findall(f"{{{VCARD}}}PHOTO"):
             vcard.remove(photo)
@@ -70,8 +70,8 @@ class AvatarModule(Module):
             return
         image_id = info.get("id", "")
         data = await self._data(user, image_id)
-        if data is None:
-            return  # metadata for an image never published: nothing to convert
+        if data is None or hashlib.sha1(data).hexdigest() != image_id:
+            return  # an image never published, or not the one named: nothing to convert
         photo = ET.SubElement(vcard, f"{{{VCARD}}}PHOTO")
         ET.SubElement(photo, f"{{{VCARD}}}TYPE").text = info.get("type", "image/png")
         ET.SubElement(photo, f"{{{VCARD}}}BINVAL").text = base64.b64encode(data).decode()
@@ -79,8 +79,8 @@ class AvatarModule(Module):
         self.hashes[user] = hashlib.sha1(data).hexdigest()
 
     async def _data(self, user: str, image_id: str) -> bytes | None:
-        for item in await self.pep.own_items(user, DATA) or []:
-            if item.id == image_id and item.payload:
+        for item in await self.pep.own_items(user, DATA, [image_id]) or []:
+            if item.payload:
                 try:
                     return base64.b64decode(parse_element(item.payload).text or "", validate=False)
                 except (binascii.Error, ValueError):

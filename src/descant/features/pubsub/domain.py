@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from descant import forms
 from descant.errors import StanzaError
 from descant.features.pubsub.config import NodeConfig
-from descant.features.pubsub.names import FEATURES, META_DATA, PUBSUB
+from descant.features.pubsub.names import FEATURES, META_DATA, OWNER, PUBSUB
 from descant.features.pubsub.protocol import PubSubModule
 from descant.features.pubsub.service import Service
 from descant.features.roster import RosterModule
@@ -43,6 +43,7 @@ class PubSubServiceModule(PubSubModule):
             ns.DISCO_INFO,
             ns.DISCO_ITEMS,
             PUBSUB,
+            OWNER,
             f"{PUBSUB}#instant-nodes",
             *(f"{PUBSUB}#{f}" for f in FEATURES),
         )

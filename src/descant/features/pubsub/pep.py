@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from descant.errors import StanzaError
 from descant.features.caps import Caps, CapsModule, caps_of
 from descant.features.pubsub.config import NodeConfig
-from descant.features.pubsub.names import FEATURES, PUBSUB
+from descant.features.pubsub.names import FEATURES, OWNER, PUBSUB
 from descant.features.pubsub.protocol import PubSubModule, event_retract
 from descant.features.pubsub.service import Node, Published, Service
 from descant.features.roster import RosterModule
@@ -62,7 +62,7 @@ class PEPModule(PubSubModule):
     def load(self) -> None:
         super().load()
         self.host.add_account_identity("pubsub", "pep")
-        self.host.add_account_feature(PUBSUB, *(f"{PUBSUB}#{f}" for f in FEATURES))
+        self.host.add_account_feature(PUBSUB, OWNER, *(f"{PUBSUB}#{f}" for f in FEATURES))
         self.services: OrderedDict[str, Service] = OrderedDict()
         self.interest: OrderedDict[str, dict[JID, frozenset[str]]] = OrderedDict()
         self._learning: dict[Caps, dict[tuple[str, JID], None]] = {}
@@ -301,13 +301,16 @@ class PEPModule(PubSubModule):
         if node.config.notify_retract:
             await self.notify(service, node, event_retract(node.name, [item_id]))
 
-    async def own_items(self, user: str, name: str) -> list[PubsubItem] | None:
-        """Every item of one of the account's nodes, newest first; None: no node."""
+    async def own_items(
+        self, user: str, name: str, ids: list[str] | None = None
+    ) -> list[PubsubItem] | None:
+        """Items of one of the account's nodes (all, or those in ``ids``), newest
+        first; None: no such node."""
         service = self.service(user)
         node = await service.node(name)
         if node is None:
             return None
-        return await service.items(node, [], None)
+        return await service.items(node, ids or [], None)
 
     # -- disco -----------------------------------------------------------------------------
 
