@@ -123,8 +123,9 @@ class PubSubConfig:
     max_items: int = 1000
     # The largest item payload accepted, in bytes of XML.
     max_payload: int = 65536
-    # The most PEP nodes one account may have.
-    max_pep_nodes: int = 256
+    # The most PEP nodes one account may have, and nodes one owner may create on the
+    # pubsub service.
+    max_nodes: int = 256
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "muc.max_occupants": (1, 1_000_000),
     "pubsub.max_items": (1, 100_000),
     "pubsub.max_payload": (1024, 16 * 1024 * 1024),
-    "pubsub.max_pep_nodes": (1, 100_000),
+    "pubsub.max_nodes": (1, 100_000),
     "push.max_errors": (1, 1000),
     "push.timeout": (0.1, 3600),
     "s2s.connect_timeout": (0.1, 600),

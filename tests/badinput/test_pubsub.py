@@ -98,8 +98,17 @@ async def items(c: RawClient, node: str) -> ET.Element:
                 options=f"<publish-options>{form('publish-options', max_items='lots')}"
                 "</publish-options>",
             ),
-            "not-acceptable",
-            None,
+            "conflict",
+            "precondition-not-met",
+        ),
+        (
+            publish(
+                "n",
+                options=f"<publish-options>{form('publish-options', frobnicate='1')}"
+                "</publish-options>",
+            ),
+            "conflict",
+            "precondition-not-met",
         ),
         (
             publish(
@@ -151,7 +160,7 @@ async def test_bad_affiliations_change_nothing(server: LiveServer) -> None:
 
 
 async def test_pep_node_limit_is_resource_constraint(make_server: object) -> None:
-    srv: LiveServer = make_server(pubsub={"max_pep_nodes": 2})  # type: ignore[operator]
+    srv: LiveServer = make_server(pubsub={"max_nodes": 2})  # type: ignore[operator]
     c, _ = await login(srv, "pslim")
     for node in ("a", "b"):
         assert (await answer(c, publish(node))).get("type") == "result"

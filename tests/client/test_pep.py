@@ -472,8 +472,12 @@ async def test_pep_avatar_reflected_in_vcard_and_presence(server: LiveServer) ->
     bob.register_plugin("xep_0054")
     data = png("pep")
     avatar_id = hashlib.sha1(data).hexdigest()
+    # Public, as clients publish avatars: only a public avatar goes in the vCard.
+    public = alice.plugin["xep_0004"].make_form("submit")
+    public.add_field("FORM_TYPE", ftype="hidden", value=f"{PUBSUB}#publish-options")
+    public.add_field("pubsub#access_model", value="open")
     try:
-        await alice.plugin["xep_0084"].publish_avatar(data)
+        await alice.plugin["xep_0084"].publish_avatar(data, options=public)
         await alice.plugin["xep_0084"].publish_avatar_metadata(
             {"id": avatar_id, "type": "image/png", "bytes": len(data)}
         )

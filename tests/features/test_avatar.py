@@ -16,6 +16,12 @@ B64 = base64.b64encode(IMAGE).decode()
 DATA = "urn:xmpp:avatar:data"
 METADATA = "urn:xmpp:avatar:metadata"
 UPDATE = "vcard-temp:x:update"
+OPEN = (
+    "<publish-options><x xmlns='jabber:x:data' type='submit'>"
+    "<field var='FORM_TYPE' type='hidden'>"
+    "<value>http://jabber.org/protocol/pubsub#publish-options</value></field>"
+    "<field var='pubsub#access_model'><value>open</value></field></x></publish-options>"
+)
 
 
 async def test_vcard_photo_becomes_pep_avatar_and_presence_hash_xep0398(h: Harness) -> None:
@@ -47,7 +53,7 @@ async def test_pep_avatar_becomes_vcard_photo_xep0398(h: Harness) -> None:
     alice = await h.online("alice@localhost/a")
     pub = (
         f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{DATA}'><item id='{SHA1}'>"
-        f"<data xmlns='{DATA}'>{B64}</data></item></publish></pubsub></iq>"
+        f"<data xmlns='{DATA}'>{B64}</data></item></publish>{OPEN}</pubsub></iq>"
     )
     assert (await h.iq(alice, pub)).get("type") == "result"
     meta = (
@@ -79,7 +85,7 @@ async def test_metadata_picks_the_local_image_and_checks_its_hash_xep0398_3(h: H
     alice = await h.online("alice@localhost/a")
     pub = (
         f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{DATA}'><item id='{SHA1}'>"
-        f"<data xmlns='{DATA}'>{B64}</data></item></publish></pubsub></iq>"
+        f"<data xmlns='{DATA}'>{B64}</data></item></publish>{OPEN}</pubsub></iq>"
     )
     assert (await h.iq(alice, pub)).get("type") == "result"
 
@@ -129,3 +135,36 @@ async def test_pep_features_only_when_the_module_is_loaded(tmp_path: Path) -> No
         assert ("pubsub", "pep") not in idents
     finally:
         await harness.stop()
+
+
+async def test_avatar_not_public_stays_out_of_the_vcard_xep0398_6(h: Harness) -> None:
+    """A vCard is anyone's to read: an avatar only contacts may see is not put there."""
+    alice = await h.online("alice@localhost/a")
+    for node, payload in (
+        (DATA, f"<data xmlns='{DATA}'>{B64}</data>"),
+        (
+            METADATA,
+            f"<metadata xmlns='{METADATA}'><info id='{SHA1}' bytes='1'/></metadata>",
+        ),
+    ):
+        pub = (
+            f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{node}'>"
+            f"<item id='{SHA1}'>{payload}</item></publish></pubsub></iq>"
+        )
+        assert (await h.iq(alice, pub)).get("type") == "result"
+    eve = await h.online("eve@localhost/e")
+    card = await h.iq(eve, "<iq type='get' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
+    assert card.find("{vcard-temp}vCard/{vcard-temp}PHOTO") is None
+
+
+async def test_vcard_with_a_photo_too_large_for_pep_is_still_stored(h: Harness) -> None:
+    """The conversion cannot fail the vCard the client stored (XEP-0398)."""
+    alice = await h.online("alice@localhost/a")
+    big = base64.b64encode(b"x" * 60_000).decode()  # beyond pubsub.max_payload once wrapped
+    vcard = (
+        "<vCard xmlns='vcard-temp'><FN>A</FN>"
+        f"<PHOTO><TYPE>image/png</TYPE><BINVAL>{big}</BINVAL></PHOTO></vCard>"
+    )
+    assert (await h.iq(alice, f"<iq type='set'>{vcard}</iq>")).get("type") == "result"
+    got = await h.iq(alice, "<iq type='get'><vCard xmlns='vcard-temp'/></iq>")
+    assert got.findtext("{vcard-temp}vCard/{vcard-temp}PHOTO/{vcard-temp}BINVAL") == big

@@ -407,3 +407,143 @@ async def test_many_resources_with_one_unknown_hash_share_one_query_xep0115(h: H
         s.take()
     await h.iq(alice, publish(TUNE, "now"))
     assert all(len(events(s)) == 1 for s in sessions)
+
+
+# -- access kept true after the fact (XEP-0163 §7.1, XEP-0191) ---------------------------
+
+
+def subscribe(node: str, jid: str, to: str = "alice@localhost") -> str:
+    return (
+        f"<iq type='set' to='{to}'><pubsub xmlns='{PUBSUB}'>"
+        f"<subscribe node='{node}' jid='{jid}'/></pubsub></iq>"
+    )
+
+
+async def test_subscriber_who_lost_access_gets_nothing_xep0163_7_1(h: Harness) -> None:
+    await friends(h, "alice", "bob")
+    alice = await h.online("alice@localhost/a")
+    bob = await h.online("bob@localhost/b")
+    await h.iq(alice, publish("geo", "1"))
+    assert (await h.iq(bob, subscribe("geo", "bob@localhost/b"))).get("type") == "result"
+    bob.take()
+    await h.iq(alice, publish("geo", "2"))
+    assert len(events(bob)) == 1
+    await set_roster(h, "alice", "bob@localhost", "none")  # alice stops sharing presence
+    await h.iq(alice, publish("geo", "3"))
+    assert events(bob) == []
+
+
+async def test_blocked_contact_gets_no_pep_xep0191(h: Harness) -> None:
+    await friends(h, "alice", "bob")
+    alice = await h.online("alice@localhost/a")
+    bob = await with_caps(h, "bob@localhost/phone", [TUNE])
+    await h.iq(alice, publish(TUNE, "1"))
+    assert len(events(bob)) == 1
+    block = (
+        "<iq type='set'><block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block></iq>"
+    )
+    assert (await h.iq(alice, block)).get("type") == "result"
+    bob.take()
+    await h.iq(alice, publish(TUNE, "2"))
+    assert events(bob) == []
+    items = (
+        f"<iq type='get' to='alice@localhost'><pubsub xmlns='{PUBSUB}'>"
+        f"<items node='{TUNE}'/></pubsub></iq>"
+    )
+    assert error_condition(await h.iq(bob, items)) == "service-unavailable"
+
+
+async def test_roster_rename_does_not_resend_last_items(h: Harness) -> None:
+    await friends(h, "alice", "bob")
+    alice = await h.online("alice@localhost/a")
+    await h.iq(alice, publish(TUNE, "1"))
+    bob = await with_caps(h, "bob@localhost/phone", [TUNE])
+    assert len(events(bob)) == 1
+    rename = (
+        "<iq type='set'><query xmlns='jabber:iq:roster'>"
+        "<item jid='bob@localhost' name='Bobby'/></query></iq>"
+    )
+    assert (await h.iq(alice, rename)).get("type") == "result"
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert events(bob) == []
+
+
+async def test_retract_of_several_items_is_all_or_nothing(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    opts = f"<publish-options>{options_form(max_items='5')}</publish-options></pubsub>"
+    await h.iq(alice, publish("m", "1").replace("</pubsub>", opts))
+    await h.iq(alice, publish("m", "2"))
+    retract = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><retract node='m'>"
+        "<item id='1'/><item id='missing'/></retract></pubsub></iq>"
+    )
+    assert error_condition(await h.iq(alice, retract)) == "item-not-found"
+    got = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='m'/></pubsub></iq>"
+    )
+    assert sorted(i.get("id") for i in got.iter(f"{{{PUBSUB}}}item")) == ["1", "2"]
+
+
+async def test_outcast_loses_full_jid_subscriptions_and_subscriptions_are_bounded(
+    h: Harness,
+) -> None:
+    svc = "pubsub.localhost"
+    alice = await h.online("alice@localhost/a")
+    bob = await h.online("bob@localhost/b")
+    create = (
+        f"<iq type='set' to='{svc}'><pubsub xmlns='{PUBSUB}'><create node='feed'/></pubsub></iq>"
+    )
+    assert (await h.iq(alice, create)).get("type") == "result"
+    for i in range(10):
+        r = await h.iq(bob, subscribe("feed", f"bob@localhost/r{i}", to=svc))
+        assert r.get("type") == "result"
+    too_many = await h.iq(bob, subscribe("feed", "bob@localhost/r10", to=svc))
+    assert error_condition(too_many) == "policy-violation"
+    assert app_condition(too_many) == "too-many-subscriptions"
+    ban = (
+        f"<iq type='set' to='{svc}'><pubsub xmlns='{OWNER}'><affiliations node='feed'>"
+        "<affiliation jid='bob@localhost' affiliation='outcast'/></affiliations></pubsub></iq>"
+    )
+    assert (await h.iq(alice, ban)).get("type") == "result"
+    subs = await h.iq(
+        alice,
+        f"<iq type='get' to='{svc}'><pubsub xmlns='{OWNER}'>"
+        "<subscriptions node='feed'/></pubsub></iq>",
+    )
+    assert list(subs.iter(f"{{{OWNER}}}subscription")) == []
+
+
+async def test_a_node_loaded_twice_at_once_keeps_one_state(tmp_path: object) -> None:
+    """Two tasks miss the cache together; the second load must not replace the node
+    the first one already changed (its last item)."""
+    from descant.features.pubsub.config import NodeConfig
+    from descant.features.pubsub.service import Service
+    from descant.jid import parse
+    from descant.storage.memory import MemoryStorage
+
+    storage = MemoryStorage()
+    await storage.open()
+
+    class Slow:
+        def __getattr__(self, name: str) -> object:
+            method = getattr(storage.pubsub, name)
+
+            async def slow(*args: object, **kwargs: object) -> object:
+                await asyncio.sleep(0)
+                return await method(*args, **kwargs)
+
+            return slow
+
+    async def no_roster(owner: str, requester: str) -> None:
+        return None
+
+    service = Service(
+        "alice@localhost", Slow(), NodeConfig(), 1000, no_roster, owner="alice@localhost"
+    )  # type: ignore[arg-type]
+    await storage.pubsub.create_node("alice@localhost", "n", "{}")
+    first, second = await asyncio.gather(service.node("n"), service.node("n"))
+    assert first is second
+    await service.publish(first, parse("alice@localhost"), "new", ET.Element("{urn:x}x"))  # type: ignore[arg-type]
+    again = await service.node("n")
+    assert again is first and again.last is not None and again.last.id == "new"

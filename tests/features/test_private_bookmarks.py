@@ -95,3 +95,50 @@ async def test_pep_bookmarks_read_through_private_storage_xep0411(h: Harness) ->
         "true",
     )
     assert conf.findtext(f"{{{LEGACY}}}nick") == "n"
+
+
+async def test_legacy_save_republishes_only_changes_and_keeps_extensions_xep0402(
+    h: Harness,
+) -> None:
+    alice = await h.online("alice@localhost/a")
+    # A XEP-0402 client stored a bookmark with extensions, on a node it made itself
+    # with the PEP defaults (presence access).
+    native = (
+        f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{NODE}'>"
+        "<item id='r@conference.localhost'>"
+        f"<conference xmlns='{NODE}' name='R' autojoin='true'><nick>n</nick>"
+        "<extensions><state xmlns='urn:example:client'>pinned</state></extensions>"
+        "</conference></item></publish></pubsub></iq>"
+    )
+    assert (await h.iq(alice, native)).get("type") == "result"
+    phone = await with_caps(h, "alice@localhost/phone", [NODE])
+    phone.take()
+    legacy = (
+        f"<storage xmlns='{LEGACY}'>"
+        "<conference jid='r@conference.localhost' name='R' autojoin='true'><nick>n</nick>"
+        "</conference><conference jid='new@conference.localhost' name='New'/></storage>"
+    )
+    assert (await h.iq(alice, private("set", legacy))).get("type") == "result"
+    published = [m.find(f".//{{{EVENT}}}item") for m in events(phone)]
+    assert [i.get("id") for i in published if i is not None] == ["new@conference.localhost"]
+    # The private node is no longer readable by contacts, and r keeps its extensions.
+    config = await h.iq(
+        alice,
+        "<iq type='get'><pubsub xmlns='http://jabber.org/protocol/pubsub#owner'>"
+        f"<configure node='{NODE}'/></pubsub></iq>",
+    )
+    values = {
+        f.get("var"): f.findtext("{jabber:x:data}value")
+        for f in config.iter("{jabber:x:data}field")
+    }
+    assert values["pubsub#access_model"] == "whitelist"
+    legacy2 = legacy.replace("name='R' autojoin='true'", "name='Renamed' autojoin='true'")
+    await h.iq(alice, private("set", legacy2))
+    items = await h.iq(
+        alice,
+        f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='{NODE}'>"
+        "<item id='r@conference.localhost'/></items></pubsub></iq>",
+    )
+    conf = items.find(f".//{{{NODE}}}conference")
+    assert conf is not None and conf.get("name") == "Renamed"
+    assert conf.findtext(f"{{{NODE}}}extensions/{{urn:example:client}}state") == "pinned"

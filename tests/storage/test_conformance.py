@@ -740,6 +740,7 @@ async def test_account_delete_removes_its_pep_service_only(storage: Storage) -> 
             await ps.publish(service, node, _item("current"), 1)
             await ps.set_affiliation(service, node, PEP, "owner")
             await ps.set_subscription(service, node, f"{PEP}/laptop", "subscribed")
+    await ps.set_subscription(PUBSUB, NODE, f"{PEP}.example/x", "subscribed")
     # Rows of a node never created go too.
     await ps.publish(PEP, "orphan", _item("i1"), 10)
     await ps.set_affiliation(PEP, "orphan", "bob@example.org", "member")
@@ -755,15 +756,15 @@ async def test_account_delete_removes_its_pep_service_only(storage: Storage) -> 
         assert await ps.get_subscriptions(PEP, node) == {}
     assert await ps.affiliations_of(PEP, "bob@example.org") == {}
     assert await ps.subscriptions_of(PEP, "bob@example.org") == {}
-    both = {NODE: "owner", "urn:xmpp:avatar:data": "owner"}
     for service in services[1:]:
+        # Other services keep their nodes and items, not what alice held there: a new
+        # account of that name must not inherit them.
         assert await ps.list_nodes(service) == sorted([NODE, "urn:xmpp:avatar:data"])
         assert await _ids(storage, service, NODE) == ["current"]
-        assert await ps.affiliations_of(service, PEP) == both
-        assert await ps.subscriptions_of(service, f"{PEP}/laptop") == {
-            NODE: "subscribed",
-            "urn:xmpp:avatar:data": "subscribed",
-        }
+        assert await ps.affiliations_of(service, PEP) == {}
+        assert await ps.subscriptions_of(service, f"{PEP}/laptop") == {}
+    # A JID that merely starts like hers keeps its subscription.
+    assert await ps.subscriptions_of(PUBSUB, f"{PEP}.example/x") == {NODE: "subscribed"}
 
 
 # Durable backends: persistence and sharing between processes

@@ -18,6 +18,7 @@ import binascii
 import hashlib
 import xml.etree.ElementTree as ET
 
+from descant.errors import StanzaError
 from descant.features.pubsub.config import NodeConfig
 from descant.features.pubsub.pep import PEPModule
 from descant.features.pubsub.service import Published
@@ -57,7 +58,14 @@ class AvatarModule(Module):
     # -- PEP → vCard ------------------------------------------------------------------
 
     async def on_metadata(self, change: tuple[str, Published]) -> None:
-        user, published = change
+        """The conversion never fails the client's publication, which has been stored
+        and notified already: what cannot be converted is logged."""
+        try:
+            await self._to_vcard(*change)
+        except StanzaError as exc:
+            self.log.info("avatar of %s not put in the vCard: %s", change[0], exc)
+
+    async def _to_vcard(self, user: str, published: Published) -> None:
         infos = published.element if published.element is not None else ET.Element("none")
         # XEP-0398 §3: the image stored here, not one at an external URL.
         info = next((i for i in infos.iter(f"{{{METADATA}}}info") if not i.get("url")), None)
@@ -69,6 +77,12 @@ class AvatarModule(Module):
             await self.vcard.store(user, vcard)
             return
         image_id = info.get("id", "")
+        node = await self.pep.service(user).node(DATA)
+        if node is None or node.config.access_model != "open":
+            # A vCard is anyone's to read: only a public avatar goes there (XEP-0398 §6).
+            self.hashes[user] = ""
+            await self.vcard.store(user, vcard)
+            return
         data = await self._data(user, image_id)
         if data is None or hashlib.sha1(data).hexdigest() != image_id:
             return  # an image never published, or not the one named: nothing to convert
@@ -90,7 +104,14 @@ class AvatarModule(Module):
     # -- vCard → PEP --------------------------------------------------------------------
 
     async def on_vcard(self, change: tuple[str, ET.Element]) -> None:
-        user, vcard = change
+        """Likewise the vCard is stored whatever becomes of its conversion (a photo
+        larger than ``pubsub.max_payload`` stays in the vCard only)."""
+        try:
+            await self._to_pep(*change)
+        except StanzaError as exc:
+            self.log.info("vCard photo of %s not published to PEP: %s", change[0], exc)
+
+    async def _to_pep(self, user: str, vcard: ET.Element) -> None:
         photo = vcard.find(f"{{{VCARD}}}PHOTO")
         binval = photo.findtext(f"{{{VCARD}}}BINVAL") if photo is not None else None
         config = NodeConfig(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from descant.errors import StanzaError
 from descant.features.pubsub.config import NodeConfig
 from descant.features.pubsub.pep import PEPModule
 from descant.jid import InvalidJID, parse
@@ -23,6 +24,8 @@ LEGACY = "storage:bookmarks"
 NODE = "urn:xmpp:bookmarks:1"
 CONVERSION = "urn:xmpp:bookmarks-conversion:0"
 _TRUE = ("1", "true")
+# The node options XEP-0402 §3 publishes with: private, every bookmark kept.
+_REQUIRED = ("access_model", "persist_items", "max_items", "send_last_published_item")
 
 
 class BookmarksModule(Module):
@@ -65,6 +68,9 @@ class BookmarksModule(Module):
         return storage
 
     async def legacy_set(self, change: tuple[str, ET.Element]) -> bool:
+        """Store what a XEP-0048 client saved: rooms it removed are retracted, new or
+        changed ones published; unchanged ones are left alone (no notification), and a
+        room's ``<extensions/>`` other clients stored are kept (XEP-0402 §5)."""
         user, storage = change
         wanted: dict[str, ET.Element] = {}
         for conference in storage.findall(f"{{{LEGACY}}}conference"):
@@ -73,12 +79,26 @@ class BookmarksModule(Module):
             except InvalidJID:
                 continue
             wanted[room] = _native(conference)
-        existing = {item.id: item for item in await self.pep.own_items(user, NODE) or []}
-        for room in existing.keys() - wanted.keys():
-            await self.pep.retract_own(user, NODE, room)
-        config = self.node_config()
-        for room, payload in wanted.items():
-            await self.pep.publish_own(user, NODE, room, payload, config)
+        existing = {
+            item.id: parse_element(item.payload)
+            for item in await self.pep.own_items(user, NODE) or []
+            if item.payload
+        }
+        try:
+            for room in existing.keys() - wanted.keys():
+                await self.pep.retract_own(user, NODE, room)
+            config = self.node_config()
+            for room, payload in wanted.items():
+                old = existing.get(room)
+                extensions = old.find(f"{{{NODE}}}extensions") if old is not None else None
+                if extensions is not None:
+                    payload.append(extensions)
+                if old is not None and _fields(old) == _fields(payload):
+                    continue
+                await self.pep.publish_own(user, NODE, room, payload, config, require=_REQUIRED)
+        except StanzaError as exc:
+            # Private storage has no finer error to give; the PEP node is the truth.
+            raise StanzaError("not-acceptable", f"bookmarks not stored: {exc}") from None
         return True
 
 
@@ -93,3 +113,13 @@ def _native(conference: ET.Element) -> ET.Element:
         if text:
             ET.SubElement(out, f"{{{NODE}}}{child}").text = text
     return out
+
+
+def _fields(conference: ET.Element) -> tuple[str, bool, str, str]:
+    """What XEP-0048 can express of a bookmark, to tell a changed one."""
+    return (
+        conference.get("name", ""),
+        conference.get("autojoin") in _TRUE,
+        conference.findtext(f"{{{NODE}}}nick") or "",
+        conference.findtext(f"{{{NODE}}}password") or "",
+    )

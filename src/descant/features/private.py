@@ -39,25 +39,21 @@ class PrivateModule(Module):
         return await self.answer(ev, error_reply(ev.stanza, StanzaError("forbidden")))
 
     async def on_private(self, ev: StanzaEvent) -> bool:
+        """A get names one document; a set stores each child (one per namespace)."""
         query = ev.stanza[0]
+        get = ev.stanza.get("type") == "get"
         try:
-            if len(query) != 1:
-                raise StanzaError("not-acceptable", "exactly one child element is required")
-            doc = query[0]
-            ns, _, tag = (
-                doc.tag[1:].partition("}") if doc.tag.startswith("{") else ("", "", doc.tag)
-            )
-            if ns in _RESERVED:
-                raise StanzaError("not-acceptable", f"namespace {ns!r} cannot be stored")
-            key = f"{ns}:{tag}"
-            if ev.stanza.get("type") == "get":
-                stored = await self.get(ev.to.local, key, doc)
+            if not len(query) or (get and len(query) != 1):
+                raise StanzaError("not-acceptable", "a get names one element, a set at least one")
+            keys = [_key(doc) for doc in query]
+            if get:
                 out = ET.Element(f"{{{NS}}}query")
-                out.append(stored)
+                out.append(await self.get(ev.to.local, keys[0], query[0]))
                 return await self.answer(ev, iq_result(ev.stanza, out))
-            if len(serialize(doc)) > self.max_size:
+            if any(len(serialize(doc)) > self.max_size for doc in query):
                 raise StanzaError("not-acceptable", "the document is too large")
-            await self.set(ev.to.local, key, doc)
+            for key, doc in zip(keys, query, strict=True):
+                await self.set(ev.to.local, key, doc)
         except StanzaError as exc:
             return await self.answer(ev, error_reply(ev.stanza, exc))
         return await self.answer(ev, iq_result(ev.stanza))
@@ -73,3 +69,11 @@ class PrivateModule(Module):
         if await self.host.events.fire(f"private-set/{key}", (user, doc)) is not None:
             return
         await self.host.storage.keyval.set(self.host.domain, user, _STORE, key, serialize(doc))
+
+
+def _key(doc: ET.Element) -> str:
+    """``<ns>:<tag>``, the document's key; reserved namespaces refused (XEP-0049 §3)."""
+    ns, _, tag = doc.tag[1:].partition("}") if doc.tag.startswith("{") else ("", "", doc.tag)
+    if ns in _RESERVED:
+        raise StanzaError("not-acceptable", f"namespace {ns!r} cannot be stored")
+    return f"{ns}:{tag}"

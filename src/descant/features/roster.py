@@ -117,6 +117,16 @@ class _Cached:
     items: dict[str, RosterItem]
 
 
+@dataclass(frozen=True, slots=True)
+class RosterChange:
+    """A roster item stored (``roster-changed``); ``before`` is the item it replaced,
+    when the roster was cached (the user online), else None."""
+
+    user: str
+    item: RosterItem
+    before: RosterItem | None
+
+
 @dataclass(slots=True)
 class _UserLock:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -167,11 +177,13 @@ class RosterModule(Module):
 
     async def set_item(self, user: str, item: RosterItem, push: bool = True) -> str:
         """Store an item (insert or replace), push it; return the new roster version."""
+        cached = self._cache.get(user)
+        before = cached.items.get(item.jid) if cached is not None else None
         version = await self.host.storage.roster.put_item(self.host.domain, user, item)
         self._update(user, version, item.jid, item)
         if push:
             self.push(user, item_element(item), version)
-        await self.host.events.fire("roster-changed", (user, item))
+        await self.host.events.fire("roster-changed", RosterChange(user, item, before))
         return version
 
     async def remove_item(self, user: str, jid: str, push: bool = True) -> str:

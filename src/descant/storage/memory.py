@@ -98,7 +98,13 @@ class MemoryAccountStore:
             table.pop(key, None)
         for kv_key in [k for k in data.keyval if k[:2] == key]:
             del data.keyval[kv_key]
-        data.delete_pubsub_service(f"{username}@{host}")
+        bare = f"{username}@{host}"
+        data.delete_pubsub_service(bare)
+        for affs in data.pubsub_affiliations.values():
+            affs.pop(bare, None)
+        for subs in data.pubsub_subscriptions.values():
+            for jid in [j for j in subs if j == bare or j.startswith(bare + "/")]:
+                del subs[jid]
         return data.accounts.pop(key, None) is not None
 
     async def list(self, host: str | None = None) -> list[tuple[str, str]]:

@@ -202,7 +202,17 @@ class SqlAccountStore:
                 await tx.execute(
                     f"DELETE FROM {table} WHERE host = ? AND username = ?", host, username
                 )
-            await _delete_pubsub_service(tx, f"{username}@{host}")
+            bare = f"{username}@{host}"
+            await _delete_pubsub_service(tx, bare)
+            # And what it held on other services (a new account of that name must not
+            # inherit them). substr, not LIKE: "_" and "%" may be in a localpart.
+            await tx.execute("DELETE FROM pubsub_affiliations WHERE jid = ?", bare)
+            await tx.execute(
+                "DELETE FROM pubsub_subscriptions WHERE jid = ? OR substr(jid, 1, ?) = ?",
+                bare,
+                len(bare) + 1,
+                bare + "/",
+            )
             changed = await tx.execute(
                 "DELETE FROM accounts WHERE host = ? AND username = ?", host, username
             )

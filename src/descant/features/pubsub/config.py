@@ -156,13 +156,25 @@ class NodeConfig:
                 changes[name] = parse_max_items(forms.single(value), max_items)
         return dataclasses.replace(self, **changes)
 
-    def check_preconditions(self, values: dict[str, list[str]], max_items: int) -> None:
-        """Publish options (XEP-0060 §7.1.5): every option given must equal the
-        node's, else <conflict/> with <precondition-not-met/>."""
-        wanted = self.apply(values, max_items)
+    def with_options(self, values: dict[str, list[str]], max_items: int) -> NodeConfig:
+        """This configuration with publish options (XEP-0060 §7.1.5) applied, for a node
+        they create: an option unknown here, or a value it cannot take, is
+        <conflict/> with <precondition-not-met/> (publish options are not ignored)."""
         for var in values:
-            name = var[len(_P) :] if var.startswith(_P) else ""
-            if name in _NAMES and getattr(wanted, name) != getattr(self, name):
+            if var not in _OPTION_VARS:
+                raise error("conflict", "precondition-not-met", f"{var} is not supported")
+        try:
+            return self.apply(values, max_items)
+        except StanzaError as exc:
+            raise error("conflict", "precondition-not-met", exc.text) from None
+
+    def check_preconditions(self, values: dict[str, list[str]], max_items: int) -> None:
+        """Publish options on an existing node: every option given must equal the
+        node's, else <conflict/> with <precondition-not-met/>."""
+        wanted = self.with_options(values, max_items)
+        for var in values:
+            name = var[len(_P) :]
+            if getattr(wanted, name) != getattr(self, name):
                 raise error("conflict", "precondition-not-met", f"{var} differs from the node's")
 
 
@@ -196,3 +208,4 @@ _BOOLEANS = {
     "deliver_payloads",
 }
 _NAMES = {f.name for f in dataclasses.fields(NodeConfig)}
+_OPTION_VARS = {_P + name for name in _NAMES}

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from descant import forms
 from descant.errors import StanzaError
 from descant.features.pubsub.config import NodeConfig
-from descant.features.pubsub.names import FEATURES, META_DATA, OWNER, PUBSUB
+from descant.features.pubsub.names import META_DATA, OWNER, PUBSUB, SERVICE_FEATURES
 from descant.features.pubsub.protocol import PubSubModule
 from descant.features.pubsub.service import Service
 from descant.features.roster import RosterModule
@@ -44,8 +44,7 @@ class PubSubServiceModule(PubSubModule):
             ns.DISCO_ITEMS,
             PUBSUB,
             OWNER,
-            f"{PUBSUB}#instant-nodes",
-            *(f"{PUBSUB}#{f}" for f in FEATURES),
+            *(f"{PUBSUB}#{f}" for f in SERVICE_FEATURES),
         )
         self.core = Service(
             self.host.domain,
@@ -54,6 +53,7 @@ class PubSubServiceModule(PubSubModule):
             self.options.max_items,
             self._roster,
             max_payload=self.options.max_payload,
+            max_nodes=self.options.max_nodes,
         )
         self.hook_iq("get", "host", f"{ns.DISCO_INFO}:query", self.disco_info)
         self.hook_iq("get", "host", f"{ns.DISCO_ITEMS}:query", self.disco_items)

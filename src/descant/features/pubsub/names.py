@@ -27,16 +27,13 @@ FEATURES = (
     "create-nodes",
     "delete-items",
     "delete-nodes",
-    "filtered-notifications",
     "item-ids",
     "last-published",
     "manage-subscriptions",
     "member-affiliation",
-    "meta-data",
     "modify-affiliations",
     "outcast-affiliation",
     "persistent-items",
-    "presence-notifications",
     "publish",
     "publish-only-affiliation",
     "publish-options",
@@ -49,6 +46,12 @@ FEATURES = (
     "retrieve-subscriptions",
     "subscribe",
 )
+
+
+# PEP adds what notifications to contacts' clients need (XEP-0163 §4); the service
+# lists its nodes' meta-data (XEP-0060 §5.4).
+PEP_FEATURES = (*FEATURES, "filtered-notifications", "presence-notifications")
+SERVICE_FEATURES = (*FEATURES, "instant-nodes", "meta-data")
 
 
 def q(ns: str, tag: str) -> str:

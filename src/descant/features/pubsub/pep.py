@@ -24,22 +24,24 @@ accounts, least recently seen dropped first; ``max_interested`` resources each).
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Iterable
 
 from descant.errors import StanzaError
+from descant.features.blocking import BlockingModule, matches
 from descant.features.caps import Caps, CapsModule, caps_of
 from descant.features.pubsub.config import NodeConfig
-from descant.features.pubsub.names import FEATURES, OWNER, PUBSUB
+from descant.features.pubsub.names import OWNER, PEP_FEATURES, PUBSUB
 from descant.features.pubsub.protocol import PubSubModule, event_retract
 from descant.features.pubsub.service import Node, Published, Service
-from descant.features.roster import RosterModule
-from descant.jid import JID
+from descant.features.roster import RosterChange, RosterModule
+from descant.jid import JID, InvalidJID, parse
 from descant.routing.router import StanzaEvent
 from descant.routing.sessions import Session
 from descant.stanza import iq_result
-from descant.storage.api import PubsubItem, RosterItem
+from descant.storage.api import PubsubItem
 from descant.xml import ns
 
 NOTIFY = "+notify"
@@ -62,7 +64,7 @@ class PEPModule(PubSubModule):
     def load(self) -> None:
         super().load()
         self.host.add_account_identity("pubsub", "pep")
-        self.host.add_account_feature(PUBSUB, OWNER, *(f"{PUBSUB}#{f}" for f in FEATURES))
+        self.host.add_account_feature(PUBSUB, OWNER, *(f"{PUBSUB}#{f}" for f in PEP_FEATURES))
         self.services: OrderedDict[str, Service] = OrderedDict()
         self.interest: OrderedDict[str, dict[JID, frozenset[str]]] = OrderedDict()
         self._learning: dict[Caps, dict[tuple[str, JID], None]] = {}
@@ -99,7 +101,7 @@ class PEPModule(PubSubModule):
             self._roster,
             owner=bare,
             max_payload=options.max_payload,
-            max_nodes=options.max_pep_nodes,
+            max_nodes=options.max_nodes,
         )
         self.services[user] = service
         if len(self.services) > self.max_services:
@@ -112,9 +114,16 @@ class PEPModule(PubSubModule):
 
     async def service_for(self, ev: StanzaEvent) -> Service | None:
         user = ev.to.local
-        if ev.to_kind == "bare" and not await self._exists(user):
-            return None
+        if ev.to_kind == "bare" and (
+            not await self._exists(user) or matches(await self._blocked(user), ev.frm)
+        ):
+            return None  # what any other iq gets from an account that blocked its sender
         return self.service(user)
+
+    async def _blocked(self, user: str) -> set[str]:
+        """The account's block list (XEP-0191): blocked JIDs get no PEP (§4.3.3)."""
+        blocking = self.host.modules.get("blocking")
+        return await blocking.blocked(user) if isinstance(blocking, BlockingModule) else set()
 
     async def _exists(self, user: str) -> bool:
         if self.host.sessions.of_user(user) or user in self.services:
@@ -122,16 +131,17 @@ class PEPModule(PubSubModule):
         return await self.host.storage.accounts.get(self.host.domain, user) is not None
 
     async def recipients(self, service: Service, node: Node) -> Iterable[str]:
-        out = list(await super().recipients(service, node))
-        subscribed = set(out)
         user = service.jid.partition("@")[0]
+        blocked = await self._blocked(user)
+        out = [j for j in await super().recipients(service, node) if not _matches(blocked, j)]
+        subscribed = set(out)
         allowed: dict[JID, bool] = {}
-        for jid, nodes in list(self.interest.get(user, {}).items()):
+        for jid, nodes in list(self._interests(user).items()):
             if node.name not in nodes or str(jid) in subscribed or str(jid.bare) in subscribed:
                 continue
             bare = jid.bare
             if bare not in allowed:
-                allowed[bare] = await service.can_retrieve(node, bare)
+                allowed[bare] = not matches(blocked, jid) and await service.can_retrieve(node, bare)
             if allowed[bare]:
                 out.append(str(jid))
         return out
@@ -139,7 +149,14 @@ class PEPModule(PubSubModule):
     # -- who is interested ------------------------------------------------------------------
 
     async def on_presence_in(self, ev: StanzaEvent) -> None:
-        """A contact's presence to the account (XEP-0163 §4.3.1, §4.3.4)."""
+        """A contact's presence to the account (XEP-0163 §4.3.1, §4.3.4). Never takes
+        the presence, and a failure here never keeps it from being delivered."""
+        try:
+            await self._presence_in(ev)
+        except Exception:
+            self.log.exception("PEP could not handle presence from %s", ev.frm)
+
+    async def _presence_in(self, ev: StanzaEvent) -> None:
         frm, user = ev.frm, ev.to.local
         type_ = ev.stanza.get("type")
         if not frm.resource or frm.bare == ev.to.bare:
@@ -155,6 +172,12 @@ class PEPModule(PubSubModule):
 
     async def on_presence_out(self, ev: StanzaEvent) -> None:
         """The account's own resource sends presence to its contacts."""
+        try:
+            await self._presence_out(ev)
+        except Exception:
+            self.log.exception("PEP could not handle presence from %s", ev.frm)
+
+    async def _presence_out(self, ev: StanzaEvent) -> None:
         session = ev.origin
         if session is None or ev.stanza.get("to") is not None:
             return
@@ -167,20 +190,22 @@ class PEPModule(PubSubModule):
     async def on_unbound(self, session: Session) -> None:
         self._forget(session.jid.local, session.jid)
 
-    async def on_roster_changed(self, change: tuple[str, RosterItem]) -> None:
+    async def on_roster_changed(self, change: RosterChange) -> None:
         """A contact newly subscribed to the account's presence gets the last items
         its resources asked for (§4.3.4); they are sent from a task, since the roster
-        lock is held here."""
-        user, item = change
-        if item.subscription not in ("from", "both"):
+        lock is held here. Other roster edits (names, groups) send nothing."""
+        item, before = change.item, change.before
+        if item.subscription not in ("from", "both") or (
+            before is not None and before.subscription in ("from", "both")
+        ):
             return
         targets = [
             (jid, nodes)
-            for jid, nodes in self.interest.get(user, {}).items()
+            for jid, nodes in self._interests(change.user).items()
             if str(jid.bare) == item.jid
         ]
         if targets:
-            self.tasks.spawn(self._send_last_to(user, targets))
+            self.tasks.spawn(self._send_last_to(change.user, targets))
 
     async def _send_last_to(self, user: str, targets: list[tuple[JID, frozenset[str]]]) -> None:
         for jid, nodes in targets:
@@ -197,6 +222,8 @@ class PEPModule(PubSubModule):
         # Known to be online, interests not yet: one task per unknown hash asks (through
         # the caps module) and serves every resource that showed it meanwhile.
         self._record(user, jid, self._interests(user).get(jid, frozenset()))
+        if any((user, jid) in w for w in self._learning.values()):
+            return  # one unknown hash per resource at a time: a client cycling hashes waits
         waiters = self._learning.get(caps)
         if waiters is None:
             if len(self._learning) >= self.max_learning:
@@ -257,16 +284,20 @@ class PEPModule(PubSubModule):
         """The last item of each of the account's nodes in ``nodes`` that ``jid`` may see."""
         service = self.service(user)
         existing = await service.names()
-        for name in sorted(set(nodes).intersection(existing)):
+        wanted = sorted(set(nodes).intersection(existing))
+        if not wanted or matches(await self._blocked(user), jid):
+            return
+        for name in wanted:
             node = await service.node(name)
             if (
                 node is None
-                or node.last is None
                 or node.config.send_last_published_item != "on_sub_and_presence"
                 or not await service.can_retrieve(node, jid.bare)
             ):
                 continue
-            await self.send_items(service, node, [node.last], str(jid), delayed=True)
+            last = await service.last_item(node)
+            if last is not None:
+                await self.send_items(service, node, [last], str(jid), delayed=True)
 
     # -- for other modules (bookmarks and avatar conversion) ------------------------------
 
@@ -278,14 +309,25 @@ class PEPModule(PubSubModule):
             await self.host.events.fire(event, (service.jid.partition("@")[0], published))
 
     async def publish_own(
-        self, user: str, name: str, item_id: str, payload: ET.Element, config: NodeConfig
+        self,
+        user: str,
+        name: str,
+        item_id: str,
+        payload: ET.Element,
+        config: NodeConfig,
+        require: tuple[str, ...] = (),
     ) -> None:
-        """Publish as the account itself, creating the node with ``config`` if needed;
-        notifications go out as for a publication by a client."""
+        """Publish as the account itself, creating the node with ``config`` if needed,
+        and first giving an existing node the options named in ``require`` (a private
+        node must not stay readable by contacts); notifications go out as for a
+        publication by a client. Raises StanzaError as a client's publication would."""
         service = self.service(user)
         node = await service.node(name)
         if node is None:
             node = await service.create(name, JID(user, self.host.domain, ""), config)
+        elif any(getattr(node.config, f) != getattr(config, f) for f in require):
+            changes = {f: getattr(config, f) for f in require}
+            await service.configure(node, dataclasses.replace(node.config, **changes))
         published = await service.publish(node, JID(user, self.host.domain, ""), item_id, payload)
         await self.notify_publish(service, published)
 
@@ -331,6 +373,13 @@ class PEPModule(PubSubModule):
                 attrs = {"jid": service.jid, "node": name}
                 ET.SubElement(query, "{%s}item" % ns.DISCO_ITEMS, attrs)
         return await self.answer(ev, iq_result(ev.stanza, query))
+
+
+def _matches(blocked: set[str], jid: str) -> bool:
+    try:
+        return matches(blocked, parse(jid))
+    except InvalidJID:
+        return True
 
 
 def _notify_nodes(features: frozenset[str]) -> frozenset[str]:

@@ -56,7 +56,7 @@ class PubSubModule(Module):
             ("get", "items"): self._items,
             ("get", "subscriptions"): self._my_subscriptions,
             ("get", "affiliations"): self._my_affiliations,
-            ("get", "default"): self._default,
+            ("get", "default"): self._default_subscription,
         }
         self._owner: dict[tuple[str, str], Handler] = {
             ("get", "configure"): self._get_config,
@@ -77,8 +77,23 @@ class PubSubModule(Module):
         raise NotImplementedError
 
     async def recipients(self, service: Service, node: Node) -> Iterable[str]:
-        """Who gets a node's notifications: its subscribers (PEP adds more)."""
-        return [jid for jid, state in node.subscriptions.items() if state == "subscribed"]
+        """Who gets a node's notifications: its subscribers that may still see it (an
+        access model changed, a roster entry went, an outcast; XEP-0163 §7.1) — PEP
+        adds more."""
+        out = []
+        allowed: dict[JID, bool] = {}
+        for jid, state in list(node.subscriptions.items()):
+            if state != "subscribed":
+                continue
+            try:
+                bare = parse(jid).bare
+            except InvalidJID:
+                continue
+            if bare not in allowed:
+                allowed[bare] = await service.can_retrieve(node, bare)
+            if allowed[bare]:
+                out.append(jid)
+        return out
 
     def may_create(self, service: Service, who: JID) -> bool:
         return service.affiliation(None, who) == "owner"
@@ -155,9 +170,18 @@ class PubSubModule(Module):
                 raise StanzaError("item-not-found", f"no node {name!r}")
             # Auto-create (§7.1.4) with the publish options as its configuration,
             # once the item is known to be acceptable there.
-            config = service.defaults.apply(wanted, service.max_items)
+            config = service.defaults.with_options(wanted, service.max_items)
             service.check_payload(config, payload)
-            node = await service.create(name, ev.frm, config)
+            try:
+                node = await service.create(name, ev.frm, config)
+            except StanzaError as exc:
+                # Made by a publication that came in meanwhile: publish into it.
+                made = await service.node(name) if exc.condition == "conflict" else None
+                if made is None:
+                    raise
+                node = made
+                if wanted:
+                    node.config.check_preconditions(wanted, service.max_items)
         else:
             service.may_publish(node, ev.frm)
             if wanted:
@@ -177,6 +201,7 @@ class PubSubModule(Module):
             raise error("bad-request", "item-required")
         node = await service.existing(retract.get("node"))
         ids = [item.get("id", "") for item in items]
+        await service.may_retract(node, ev.frm, ids)  # all of them, or none
         for item_id in ids:
             await service.retract(node, ev.frm, item_id)
         if node.config.notify_retract or retract.get("notify") in ("1", "true"):
@@ -191,9 +216,11 @@ class PubSubModule(Module):
         if query.find(q(PUBSUB, "options")) is not None:
             raise unsupported("subscription-options")
         await service.may_retrieve(node, ev.frm)
+        service.may_subscribe(node, jid)
         await service.set_subscription(node, jid, "subscribed")
-        if node.config.send_last_published_item != "never" and node.last is not None:
-            await self.send_items(service, node, [node.last], jid, delayed=True)
+        last = await service.last_item(node)
+        if node.config.send_last_published_item != "never" and last is not None:
+            await self.send_items(service, node, [last], jid, delayed=True)
         out = ET.Element(q(PUBSUB, "pubsub"))
         ET.SubElement(
             out,
@@ -296,6 +323,12 @@ class PubSubModule(Module):
             event = ET.Element(q(EVENT, "event"))
             ET.SubElement(event, q(EVENT, "configuration"), {"node": node.name})
             await self.notify(service, node, event)
+
+    async def _default_subscription(
+        self, ev: StanzaEvent, service: Service, query: ET.Element
+    ) -> ET.Element:
+        """Default subscription options (§6.4): there are none to configure."""
+        raise unsupported("retrieve-default-sub")
 
     async def _default(self, ev: StanzaEvent, service: Service, query: ET.Element) -> ET.Element:
         ns = query.tag[1:].partition("}")[0]

@@ -19,6 +19,7 @@ sends the notifications the change produced (``Change``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import xml.etree.ElementTree as ET
@@ -41,13 +42,26 @@ SUBSCRIPTION_STATES = ("subscribed", "none")
 RosterLookup = Callable[[str, str], Awaitable[tuple[str, tuple[str, ...]] | None]]
 
 
+MAX_SUBSCRIBERS = 10_000  # explicit subscriptions to one node
+MAX_SUBSCRIPTIONS_PER_JID = 10  # of them by one account (its bare and full JIDs)
+
+# Last items larger than this are read from storage when needed, not kept in memory
+# (avatars: thousands of cached nodes would otherwise hold megabytes each).
+LAST_IN_MEMORY = 4096
+
+
 @dataclass(slots=True)
 class Node:
     name: str
     config: NodeConfig
     affiliations: dict[str, str] = field(default_factory=dict)
     subscriptions: dict[str, str] = field(default_factory=dict)
-    last: PubsubItem | None = None
+    last: PubsubItem | None = None  # the newest item, if small
+    has_last: bool = False
+
+    def remember(self, item: PubsubItem | None) -> None:
+        self.has_last = item is not None
+        self.last = item if item is not None and len(item.payload) <= LAST_IN_MEMORY else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +106,8 @@ class Service:
         if raw is None:
             return None
         config = NodeConfig.from_json(json.loads(raw), self.defaults)
+        # "max" is the service's bound now, not when the node was made.
+        config = dataclasses.replace(config, max_items=min(config.max_items, self.max_items))
         node = Node(
             name,
             config,
@@ -99,9 +115,16 @@ class Service:
             await self.store.get_subscriptions(self.jid, name),
         )
         items = await self.store.get_items(self.jid, name, limit=1)
-        node.last = items[0] if items else None
-        self._nodes[name] = node
-        return node
+        node.remember(items[0] if items else None)
+        # Another task may have loaded (and changed) it meanwhile: that one stays.
+        return self._nodes.setdefault(name, node)
+
+    async def last_item(self, node: Node) -> PubsubItem | None:
+        """The node's newest item: from memory when small (``Node.remember``)."""
+        if node.last is None and node.has_last:
+            items = await self.store.get_items(self.jid, node.name, limit=1)
+            return items[0] if items else None
+        return node.last
 
     async def existing(self, name: str | None) -> Node:
         if not name:
@@ -113,7 +136,10 @@ class Service:
 
     async def names(self) -> list[str]:
         if self._names is None:
-            self._names = set(await self.store.list_nodes(self.jid))
+            listed = set(await self.store.list_nodes(self.jid))
+            if self._names is None:
+                # Nodes made while listing are in the cache, maybe not in the list.
+                self._names = listed | {n for n, node in self._nodes.items() if node}
         return sorted(self._names)
 
     def affiliation(self, node: Node | None, who: JID) -> str:
@@ -171,8 +197,14 @@ class Service:
             name = "node-" + secrets.token_hex(8)  # an instant node (§8.1.2)
         if await self.node(name) is not None:
             raise StanzaError("conflict", f"node {name!r} exists")
-        if self.max_nodes is not None and len(await self.names()) >= self.max_nodes:
-            raise StanzaError("resource-constraint", f"at most {self.max_nodes} nodes")
+        if self.max_nodes is not None:
+            if self.owner is not None:
+                count = len(await self.names())
+            else:  # on a shared service, nodes per creator
+                owned = await self.store.affiliations_of(self.jid, str(who.bare))
+                count = sum(1 for aff in owned.values() if aff == "owner")
+            if count >= self.max_nodes:
+                raise StanzaError("resource-constraint", f"at most {self.max_nodes} nodes")
         node = Node(name, config or self.defaults)
         if self.owner is None:
             node.affiliations[str(who.bare)] = "owner"
@@ -205,7 +237,7 @@ class Service:
         if not node.config.persist_items:
             raise unsupported("persistent-items")
         await self.store.purge(self.jid, node.name)
-        node.last = None
+        node.remember(None)
 
     # -- items --------------------------------------------------------------------------
 
@@ -241,23 +273,33 @@ class Service:
             payload=text,
         )
         dropped = await self.store.publish(self.jid, node.name, item, node.config.stored_items())
-        node.last = item
+        node.remember(item)
         return Published(node, item, payload, dropped)
 
     async def items(self, node: Node, ids: list[str], limit: int | None) -> list[PubsubItem]:
         return await self.store.get_items(self.jid, node.name, ids, limit)
 
-    async def retract(self, node: Node, who: JID, item_id: str) -> None:
+    async def may_retract(self, node: Node, who: JID, ids: list[str]) -> None:
+        """<item-not-found/> for an id the node does not hold, <forbidden/> for one
+        ``who`` may not remove (owners and publishers any, others their own)."""
+        found = {item.id: item for item in await self.store.get_items(self.jid, node.name, ids)}
         aff = self.affiliation(node, who)
-        if aff not in ("owner", "publisher"):
-            found = await self.store.get_items(self.jid, node.name, [item_id])
-            if aff == "outcast" or not found or found[0].publisher != str(who.bare):
+        for item_id in ids:
+            item = found.get(item_id)
+            if item is None:
+                raise StanzaError("item-not-found", f"no item {item_id!r}")
+            if aff not in ("owner", "publisher") and (
+                aff == "outcast" or item.publisher != str(who.bare)
+            ):
                 raise StanzaError("forbidden", "you may not retract this item")
+
+    async def retract(self, node: Node, who: JID, item_id: str) -> None:
+        await self.may_retract(node, who, [item_id])
         if not await self.store.retract(self.jid, node.name, item_id):
             raise StanzaError("item-not-found", f"no item {item_id!r}")
-        if node.last is not None and node.last.id == item_id:
+        if node.has_last:
             items = await self.store.get_items(self.jid, node.name, limit=1)
-            node.last = items[0] if items else None
+            node.remember(items[0] if items else None)
 
     # -- affiliations and subscriptions ---------------------------------------------------
 
@@ -269,8 +311,19 @@ class Service:
         else:
             node.affiliations[jid] = affiliation
         if affiliation == "outcast":
-            await self.set_subscription(node, jid, None)
+            for subscriber in [j for j in node.subscriptions if j.split("/", 1)[0] == jid]:
+                await self.set_subscription(node, subscriber, None)
         await self.store.set_affiliation(self.jid, node.name, jid, affiliation)
+
+    def may_subscribe(self, node: Node, jid: str) -> None:
+        """XEP-0060 §6.1.3.9: a node's subscriber list, and one account's share of it,
+        are bounded (one publication must not fan out without end)."""
+        if jid in node.subscriptions:
+            return
+        bare = jid.split("/", 1)[0]
+        mine = sum(1 for j in node.subscriptions if j.split("/", 1)[0] == bare)
+        if len(node.subscriptions) >= MAX_SUBSCRIBERS or mine >= MAX_SUBSCRIPTIONS_PER_JID:
+            raise error("policy-violation", "too-many-subscriptions")
 
     async def set_subscription(self, node: Node, jid: str, state: str | None) -> None:
         if state is None or state == "none":
