@@ -151,7 +151,10 @@ class AvatarModule(Module):
         update = stanza.find(f"{{{UPDATE}}}x")
         if update is not None and update.find(f"{{{UPDATE}}}photo") is not None:
             return  # the client says itself (XEP-0153 §4.1)
-        sha1 = await self.hash_of(ev.origin.jid.local)
+        user = ev.origin.jid.local
+        sha1 = self.hashes.get(user)
+        if sha1 is None:
+            sha1 = await self.hash_of(user)
         if update is None:
             update = ET.SubElement(stanza, f"{{{UPDATE}}}x")
         ET.SubElement(update, f"{{{UPDATE}}}photo").text = sha1 or None

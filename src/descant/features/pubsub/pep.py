@@ -150,34 +150,28 @@ class PEPModule(PubSubModule):
 
     async def on_presence_in(self, ev: StanzaEvent) -> None:
         """A contact's presence to the account (XEP-0163 §4.3.1, §4.3.4). Never takes
-        the presence, and a failure here never keeps it from being delivered."""
-        try:
-            await self._presence_in(ev)
-        except Exception:
-            self.log.exception("PEP could not handle presence from %s", ev.frm)
-
-    async def _presence_in(self, ev: StanzaEvent) -> None:
-        frm, user = ev.frm, ev.to.local
-        type_ = ev.stanza.get("type")
-        if not frm.resource or frm.bare == ev.to.bare:
-            return
+        the presence, and a failure here never keeps it from being delivered. Every
+        presence a user receives passes here: what needs no caps returns at once."""
+        stanza, frm = ev.stanza, ev.frm
+        type_ = stanza.get("type")
         if type_ == "unavailable":
-            self._forget(user, frm)
+            self._forget(ev.to.local, frm)
             return
-        if type_ is not None:
+        caps = caps_of(stanza) if type_ is None and frm.resource else None
+        if caps is None:
+            if type_ is None:
+                self._forget(ev.to.local, frm)  # no caps (any more): no interests
             return
-        if await self.roster.get_item(user, str(frm.bare)) is None:
-            return  # not a contact: never a presence-based recipient
-        await self._caps_seen(user, frm, caps_of(ev.stanza))
+        try:
+            user = ev.to.local
+            if frm.bare == ev.to.bare or await self.roster.get_item(user, str(frm.bare)) is None:
+                return  # not a contact: never a presence-based recipient
+            await self._caps_seen(user, frm, caps)
+        except Exception:
+            self.log.exception("PEP could not handle presence from %s", frm)
 
     async def on_presence_out(self, ev: StanzaEvent) -> None:
         """The account's own resource sends presence to its contacts."""
-        try:
-            await self._presence_out(ev)
-        except Exception:
-            self.log.exception("PEP could not handle presence from %s", ev.frm)
-
-    async def _presence_out(self, ev: StanzaEvent) -> None:
         session = ev.origin
         if session is None or ev.stanza.get("to") is not None:
             return
@@ -185,7 +179,10 @@ class PEPModule(PubSubModule):
         if type_ == "unavailable":
             self._forget(session.jid.local, session.jid)
         elif type_ is None:
-            await self._caps_seen(session.jid.local, session.jid, caps_of(ev.stanza))
+            try:
+                await self._caps_seen(session.jid.local, session.jid, caps_of(ev.stanza))
+            except Exception:
+                self.log.exception("PEP could not handle presence from %s", session.jid)
 
     async def on_unbound(self, session: Session) -> None:
         self._forget(session.jid.local, session.jid)
