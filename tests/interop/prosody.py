@@ -121,7 +121,7 @@ https_ports = {{ }}
 c2s_direct_tls_ports = {{ }}
 s2s_direct_tls_ports = {{ }}
 modules_enabled = {{
-    "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "version"; "posix";
+    "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "version"; "posix"; "pep";
 }}
 modules_disabled = {{ "s2s_bidi"; "offline"; "c2s_direct_tls"; "s2s_direct_tls" }}
 authentication = "internal_hashed"

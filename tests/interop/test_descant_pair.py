@@ -350,3 +350,35 @@ async def test_silent_peer_times_out(make_server: Any) -> None:
         for w in accepted:
             w.close()
         silent.close()
+
+
+async def test_pep_notifications_and_items_across_servers(
+    pair: tuple[LiveServer, LiveServer],
+) -> None:
+    """XEP-0163 across federation: alice's server learns bob's caps (a disco#info query
+    over s2s) from the presence his server sends, notifies him over s2s, and answers his
+    items request; a stranger on bob's server is refused (presence access)."""
+    from tests.client.pep_util import befriend, connect_with, events, from_node, next_event, note
+
+    a, b = pair
+    a_jid, a_pw = await a.make_user("alice", "a.test")
+    b_jid, b_pw = await b.make_user("bob", "b.test")
+    e_jid, e_pw = await b.make_user("eve", "b.test")
+    node = "http://jabber.org/protocol/tune"
+    alice = await connect_with(a, a_jid, a_pw)
+    bob = await connect_with(b, b_jid, b_pw, interests=[node])
+    eve = await connect_with(b, e_jid, e_pw)
+    published = events(bob, "pubsub_publish")
+    try:
+        await befriend(alice, bob, timeout=20)
+        await asyncio.sleep(0.5)  # the caps query over s2s and its answer
+        await alice.plugin["xep_0060"].publish(a_jid, node, id="current", payload=note("song"))
+        msg = await next_event(published, from_node(node), timeout=15)
+        assert msg["from"].bare == a_jid
+        items = await bob.plugin["xep_0060"].get_items(a_jid, node, timeout=15)
+        assert [str(i["id"]) for i in items["pubsub"]["items"]] == ["current"]
+        with pytest.raises(IqError) as err:
+            await eve.plugin["xep_0060"].get_items(a_jid, node, timeout=15)
+        assert err.value.condition == "not-authorized"
+    finally:
+        await disconnect(alice, bob, eve)
