@@ -547,3 +547,16 @@ async def test_a_node_loaded_twice_at_once_keeps_one_state(tmp_path: object) -> 
     await service.publish(first, parse("alice@localhost"), "new", ET.Element("{urn:x}x"))  # type: ignore[arg-type]
     again = await service.node("n")
     assert again is first and again.last is not None and again.last.id == "new"
+
+
+async def test_cached_nodes_are_bounded_per_service(h: Harness) -> None:
+    alice = await h.online("alice@localhost/a")
+    service = h.module("pep").service("alice")  # type: ignore[attr-defined]
+    service.max_cached = 2
+    for name in ("n1", "n2", "n3"):
+        await h.iq(alice, publish(name, "1"))
+    assert list(service._nodes) == ["n2", "n3"]
+    got = await h.iq(
+        alice, f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='n1'/></pubsub></iq>"
+    )
+    assert [i.get("id") for i in got.iter(f"{{{PUBSUB}}}item")] == ["1"]  # read back from storage

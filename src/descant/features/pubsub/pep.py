@@ -103,6 +103,7 @@ class PEPModule(PubSubModule):
             max_payload=options.max_payload,
             max_nodes=options.max_nodes,
         )
+        service.max_cached = 64  # an account's nodes in use (OMEMO, avatar, nick, …)
         self.services[user] = service
         if len(self.services) > self.max_services:
             self.services.popitem(last=False)

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import secrets
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,8 @@ class Published:
 
 
 class Service:
+    max_cached = 1000  # nodes kept in memory per service
+
     def __init__(
         self,
         jid: str,
@@ -92,14 +95,17 @@ class Service:
         self.owner = owner  # PEP: the account, owner of every node
         self.max_payload = max_payload
         self.max_nodes = max_nodes
-        self._nodes: dict[str, Node | None] = {}
+        # Nodes in use, least recently used first; bounded (``max_cached``).
+        self._nodes: OrderedDict[str, Node] = OrderedDict()
         self._names: set[str] | None = None  # every node's name, once listed
 
     # -- nodes ------------------------------------------------------------------------
 
     async def node(self, name: str) -> Node | None:
-        if name in self._nodes:
-            return self._nodes[name]
+        cached = self._nodes.get(name)
+        if cached is not None:
+            self._nodes.move_to_end(name)
+            return cached
         if self._names is not None and name not in self._names:
             return None  # known absent without asking storage (PEP's last-item checks)
         raw = await self.store.get_node(self.jid, name)
@@ -116,8 +122,14 @@ class Service:
         )
         items = await self.store.get_items(self.jid, name, limit=1)
         node.remember(items[0] if items else None)
+        return self._cache(node)
+
+    def _cache(self, node: Node) -> Node:
         # Another task may have loaded (and changed) it meanwhile: that one stays.
-        return self._nodes.setdefault(name, node)
+        kept = self._nodes.setdefault(node.name, node)
+        if len(self._nodes) > self.max_cached:
+            self._nodes.popitem(last=False)
+        return kept
 
     async def last_item(self, node: Node) -> PubsubItem | None:
         """The node's newest item: from memory when small (``Node.remember``)."""
@@ -139,7 +151,7 @@ class Service:
             listed = set(await self.store.list_nodes(self.jid))
             if self._names is None:
                 # Nodes made while listing are in the cache, maybe not in the list.
-                self._names = listed | {n for n, node in self._nodes.items() if node}
+                self._names = listed | set(self._nodes)
         return sorted(self._names)
 
     def affiliation(self, node: Node | None, who: JID) -> str:
@@ -212,7 +224,7 @@ class Service:
             raise StanzaError("conflict", f"node {name!r} exists")
         for jid, aff in node.affiliations.items():
             await self.store.set_affiliation(self.jid, name, jid, aff)
-        self._nodes[name] = node
+        self._cache(node)
         if self._names is not None:
             self._names.add(name)
         return node
