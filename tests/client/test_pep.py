@@ -479,7 +479,7 @@ async def test_pep_avatar_reflected_in_vcard_and_presence(server: LiveServer) ->
     try:
         await alice.plugin["xep_0084"].publish_avatar(data, options=public)
         await alice.plugin["xep_0084"].publish_avatar_metadata(
-            {"id": avatar_id, "type": "image/png", "bytes": len(data)}
+            {"id": avatar_id, "type": "image/png", "bytes": len(data)}, options=public
         )
         card = await bob.plugin["xep_0054"].get_vcard(alice.boundjid.bare, local=False)
         photo = card["vcard_temp"]["PHOTO"]

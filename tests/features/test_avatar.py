@@ -59,7 +59,7 @@ async def test_pep_avatar_becomes_vcard_photo_xep0398(h: Harness) -> None:
     meta = (
         f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{METADATA}'><item id='{SHA1}'>"
         f"<metadata xmlns='{METADATA}'><info id='{SHA1}' bytes='{len(IMAGE)}' type='image/png'/>"
-        "</metadata></item></publish></pubsub></iq>"
+        f"</metadata></item></publish>{OPEN}</pubsub></iq>"
     )
     assert (await h.iq(alice, meta)).get("type") == "result"
     bob = await h.online("bob@localhost/b")
@@ -92,7 +92,7 @@ async def test_metadata_picks_the_local_image_and_checks_its_hash_xep0398_3(h: H
     async def metadata(infos: str) -> None:
         meta = (
             f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{METADATA}'><item>"
-            f"<metadata xmlns='{METADATA}'>{infos}</metadata></item></publish></pubsub></iq>"
+            f"<metadata xmlns='{METADATA}'>{infos}</metadata></item></publish>{OPEN}</pubsub></iq>"
         )
         assert (await h.iq(alice, meta)).get("type") == "result"
 
@@ -168,3 +168,43 @@ async def test_vcard_with_a_photo_too_large_for_pep_is_still_stored(h: Harness) 
     assert (await h.iq(alice, f"<iq type='set'>{vcard}</iq>")).get("type") == "result"
     got = await h.iq(alice, "<iq type='get'><vCard xmlns='vcard-temp'/></iq>")
     assert got.findtext("{vcard-temp}vCard/{vcard-temp}PHOTO/{vcard-temp}BINVAL") == big
+
+
+async def test_vcard_saved_without_photo_keeps_a_private_pep_avatar(h: Harness) -> None:
+    """A vCard-only client rewriting the vCard (its nickname, say) must not delete an
+    avatar that is in PEP only because it is not public."""
+    alice = await h.online("alice@localhost/a")
+    for node, payload in (
+        (DATA, f"<data xmlns='{DATA}'>{B64}</data>"),
+        (METADATA, f"<metadata xmlns='{METADATA}'><info id='{SHA1}' bytes='1'/></metadata>"),
+    ):
+        pub = (
+            f"<iq type='set'><pubsub xmlns='{PUBSUB}'><publish node='{node}'>"
+            f"<item id='{SHA1}'>{payload}</item></publish></pubsub></iq>"
+        )
+        assert (await h.iq(alice, pub)).get("type") == "result"
+    h.module("avatar").hashes.clear()  # type: ignore[attr-defined]  # as at a later login
+    vcard = "<vCard xmlns='vcard-temp'><NICKNAME>al</NICKNAME></vCard>"
+    assert (await h.iq(alice, f"<iq type='set'>{vcard}</iq>")).get("type") == "result"
+    got = await h.iq(
+        alice,
+        f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='{METADATA}'/></pubsub></iq>",
+    )
+    assert got.find(f".//{{{METADATA}}}info") is not None
+
+
+async def test_presence_hash_follows_a_vcard_photo_too_large_for_pep(h: Harness) -> None:
+    await set_roster(h, "alice", "bob@localhost", "both")
+    await set_roster(h, "bob", "alice@localhost", "both")
+    alice = await h.online("alice@localhost/a")
+    bob = await h.online("bob@localhost/b")
+    image = b"y" * 60_000
+    vcard = (
+        "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+        f"<BINVAL>{base64.b64encode(image).decode()}</BINVAL></PHOTO></vCard>"
+    )
+    assert (await h.iq(alice, f"<iq type='set'>{vcard}</iq>")).get("type") == "result"
+    bob.take()
+    await h.send(alice, "<presence/>")
+    pres = one(bob.take(), "presence")
+    assert pres.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo") == hashlib.sha1(image).hexdigest()

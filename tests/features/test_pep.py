@@ -6,6 +6,7 @@ import asyncio
 import xml.etree.ElementTree as ET
 
 from descant.features.caps import ver_hash
+from descant.jid import parse as parse_jid
 from tests.features.conftest import set_roster
 from tests.harness import FakeSession, Harness, dump, error_condition
 
@@ -560,3 +561,54 @@ async def test_cached_nodes_are_bounded_per_service(h: Harness) -> None:
         alice, f"<iq type='get'><pubsub xmlns='{PUBSUB}'><items node='n1'/></pubsub></iq>"
     )
     assert [i.get("id") for i in got.iter(f"{{{PUBSUB}}}item")] == ["1"]  # read back from storage
+
+
+async def test_a_node_dropped_from_the_cache_while_in_use_stays_one_object() -> None:
+    from descant.features.pubsub.config import NodeConfig
+    from descant.features.pubsub.service import Service
+    from descant.storage.memory import MemoryStorage
+
+    storage = MemoryStorage()
+    await storage.open()
+
+    async def no_roster(owner: str, requester: str) -> None:
+        return None
+
+    service = Service(
+        "a@localhost", storage.pubsub, NodeConfig(), 10, no_roster, owner="a@localhost"
+    )
+    service.max_cached = 1
+    for name in ("x", "y"):
+        await storage.pubsub.create_node("a@localhost", name, "{}")
+    held = await service.node("x")
+    await service.node("y")  # x leaves the LRU, but a task still holds it
+    assert await service.node("x") is held
+
+
+async def test_a_newer_hash_wins_over_one_still_being_learnt_xep0115(h: Harness) -> None:
+    """A resource shows hash H1 (being learnt: its client is slow to answer), then H2,
+    already known; H1's late answer must not replace what H2 said."""
+    from descant.features.caps import Caps
+
+    await friends(h, "alice", "bob")
+    await h.online("alice@localhost/a")
+    pep = h.module("pep")
+    caps = pep.caps  # type: ignore[attr-defined]
+    h1, h2 = Caps("n", "h1", "sha-1"), Caps("n", "h2", "sha-1")
+    caps._remember(("sha-1", "h2"), frozenset({f"{TUNE}+notify"}))
+    answer: asyncio.Future[frozenset[str]] = asyncio.get_running_loop().create_future()
+
+    async def slow(asker: object, jid: object, c: Caps) -> frozenset[str]:
+        assert c == h1
+        return await answer
+
+    caps.features = slow
+    bob = parse_jid("bob@localhost/b")
+    await pep._caps_seen("alice", bob, h1)  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    await pep._caps_seen("alice", bob, h2)  # type: ignore[attr-defined]
+    assert pep.interest["alice"][bob] == {TUNE}  # type: ignore[attr-defined]
+    answer.set_result(frozenset())  # H1 turns out to want nothing
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert pep.interest["alice"][bob] == {TUNE}  # type: ignore[attr-defined]

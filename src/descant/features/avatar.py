@@ -78,7 +78,11 @@ class AvatarModule(Module):
             return
         image_id = info.get("id", "")
         node = await self.pep.service(user).node(DATA)
-        if node is None or node.config.access_model != "open":
+        if (
+            node is None
+            or node.config.access_model != "open"
+            or published.node.config.access_model != "open"
+        ):
             # A vCard is anyone's to read: only a public avatar goes there (XEP-0398 §6).
             self.hashes[user] = ""
             await self.vcard.store(user, vcard)
@@ -103,7 +107,7 @@ class AvatarModule(Module):
 
     # -- vCard → PEP --------------------------------------------------------------------
 
-    async def on_vcard(self, change: tuple[str, ET.Element]) -> None:
+    async def on_vcard(self, change: tuple[str, ET.Element, ET.Element | None]) -> None:
         """Likewise the vCard is stored whatever becomes of its conversion (a photo
         larger than ``pubsub.max_payload`` stays in the vCard only)."""
         try:
@@ -111,20 +115,22 @@ class AvatarModule(Module):
         except StanzaError as exc:
             self.log.info("vCard photo of %s not published to PEP: %s", change[0], exc)
 
-    async def _to_pep(self, user: str, vcard: ET.Element) -> None:
+    async def _to_pep(self, user: str, vcard: ET.Element, before: ET.Element | None) -> None:
         photo = vcard.find(f"{{{VCARD}}}PHOTO")
         binval = photo.findtext(f"{{{VCARD}}}BINVAL") if photo is not None else None
+        self.hashes[user] = _photo_hash(vcard)  # what vCard readers see, whatever follows
         config = NodeConfig(
             access_model="open",
             max_items=1,
             send_last_published_item="on_sub_and_presence",
         )
         if not binval:
-            if await self.hash_of(user):
-                # The vCard lost its photo: so does the PEP avatar (XEP-0084 §4.5).
+            if before is not None and _photo_hash(before):
+                # The client took the photo out of the vCard: the avatar goes (XEP-0084
+                # §4.5). A vCard that never had one (the avatar may be in PEP only, not
+                # public) changes nothing there.
                 empty = ET.Element(f"{{{METADATA}}}metadata")
                 await self.pep.publish_own(user, METADATA, "current", empty, config)
-            self.hashes[user] = ""
             return
         try:
             data = base64.b64decode("".join(binval.split()), validate=True)
@@ -140,7 +146,6 @@ class AvatarModule(Module):
             metadata, f"{{{METADATA}}}info", {"id": sha1, "bytes": str(len(data)), "type": type_}
         )
         await self.pep.publish_own(user, METADATA, sha1, metadata, config)
-        self.hashes[user] = sha1
 
     # -- the hash in presence --------------------------------------------------------------
 
@@ -160,27 +165,24 @@ class AvatarModule(Module):
         ET.SubElement(update, f"{{{UPDATE}}}photo").text = sha1 or None
 
     async def hash_of(self, user: str) -> str:
+        """The SHA-1 of the vCard's photo (XEP-0153 §4.1); "" for none. PEP avatars
+        that are public are in the vCard too; others are not announced here."""
         known = self.hashes.get(user)
-        if known is not None:
-            return known
-        sha1 = ""
-        for item in await self.pep.own_items(user, METADATA) or []:
-            info = parse_element(item.payload).find(f"{{{METADATA}}}info") if item.payload else None
-            sha1 = info.get("id", "") if info is not None else ""
-            break
-        else:
+        if known is None:
             vcard = await self.vcard.stored(user)
-            binval = (
-                vcard.findtext(f"{{{VCARD}}}PHOTO/{{{VCARD}}}BINVAL") if vcard is not None else None
-            )
-            if binval:
-                try:
-                    sha1 = hashlib.sha1(base64.b64decode("".join(binval.split()))).hexdigest()
-                except (binascii.Error, ValueError):
-                    sha1 = ""
-        self.hashes[user] = sha1
-        return sha1
+            known = self.hashes[user] = _photo_hash(vcard) if vcard is not None else ""
+        return known
 
     async def on_unbound(self, session: Session) -> None:
         if not self.host.sessions.of_user(session.jid.local):
             self.hashes.pop(session.jid.local, None)
+
+
+def _photo_hash(vcard: ET.Element) -> str:
+    binval = vcard.findtext(f"{{{VCARD}}}PHOTO/{{{VCARD}}}BINVAL")
+    if not binval:
+        return ""
+    try:
+        return hashlib.sha1(base64.b64decode("".join(binval.split()))).hexdigest()
+    except (binascii.Error, ValueError):
+        return ""

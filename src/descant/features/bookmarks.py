@@ -85,6 +85,8 @@ class BookmarksModule(Module):
             if item.payload
         }
         try:
+            # First of all: the node is private, whatever else this save changes.
+            await self.pep.configure_own(user, NODE, self.node_config(), _REQUIRED)
             for room in existing.keys() - wanted.keys():
                 await self.pep.retract_own(user, NODE, room)
             config = self.node_config()

@@ -48,8 +48,9 @@ class VCardModule(Module):
 
     async def set(self, ev: StanzaEvent) -> bool:
         vcard = ev.stanza[0]
+        before = await self.stored(ev.to.local) if self.host.events.has("vcard-set") else None
         await self.store(ev.to.local, vcard)
-        await self.host.events.fire("vcard-set", (ev.to.local, vcard))
+        await self.host.events.fire("vcard-set", (ev.to.local, vcard, before))
         return await self.answer(ev, iq_result(ev.stanza))
 
     async def stored(self, user: str) -> ET.Element | None:

@@ -68,6 +68,7 @@ class PEPModule(PubSubModule):
         self.services: OrderedDict[str, Service] = OrderedDict()
         self.interest: OrderedDict[str, dict[JID, frozenset[str]]] = OrderedDict()
         self._learning: dict[Caps, dict[tuple[str, JID], None]] = {}
+        self._pending: dict[tuple[str, JID], Caps] = {}  # each waiting resource's hash
         self.hook("presence/bare", self.on_presence_in, priority=10)
         self.hook("pre-presence", self.on_presence_out, priority=10)
         self.hook("resource-unbound", self.on_unbound)
@@ -103,7 +104,7 @@ class PEPModule(PubSubModule):
             max_payload=options.max_payload,
             max_nodes=options.max_nodes,
         )
-        service.max_cached = 64  # an account's nodes in use (OMEMO, avatar, nick, …)
+        service.max_cached = options.max_nodes  # all an account may have
         self.services[user] = service
         if len(self.services) > self.max_services:
             self.services.popitem(last=False)
@@ -154,6 +155,8 @@ class PEPModule(PubSubModule):
         the presence, and a failure here never keeps it from being delivered. Every
         presence a user receives passes here: what needs no caps returns at once."""
         stanza, frm = ev.stanza, ev.frm
+        if frm.bare == ev.to.bare:
+            return  # the account's own resources are seen on pre-presence
         type_ = stanza.get("type")
         if type_ == "unavailable":
             self._forget(ev.to.local, frm)
@@ -165,7 +168,7 @@ class PEPModule(PubSubModule):
             return
         try:
             user = ev.to.local
-            if frm.bare == ev.to.bare or await self.roster.get_item(user, str(frm.bare)) is None:
+            if await self.roster.get_item(user, str(frm.bare)) is None:
                 return  # not a contact: never a presence-based recipient
             await self._caps_seen(user, frm, caps)
         except Exception:
@@ -210,18 +213,25 @@ class PEPModule(PubSubModule):
             await self.send_last(user, jid, nodes)
 
     async def _caps_seen(self, user: str, jid: JID, caps: Caps | None) -> None:
+        key = (user, jid)
         if caps is None:
             self._forget(user, jid)
             return
         features = self.caps.known(caps)
         if features is not None:
+            self._pending.pop(key, None)  # a hash being learnt is superseded
             await self._interested(user, jid, _notify_nodes(features))
             return
         # Known to be online, interests not yet: one task per unknown hash asks (through
-        # the caps module) and serves every resource that showed it meanwhile.
+        # the caps module) and serves every resource that showed it meanwhile; a
+        # resource waits for its latest hash only.
         self._record(user, jid, self._interests(user).get(jid, frozenset()))
-        if any((user, jid) in w for w in self._learning.values()):
-            return  # one unknown hash per resource at a time: a client cycling hashes waits
+        previous = self._pending.pop(key, None)
+        if previous == caps:
+            self._pending[key] = caps
+            return
+        if previous is not None:
+            self._learning.get(previous, {}).pop(key, None)
         waiters = self._learning.get(caps)
         if waiters is None:
             if len(self._learning) >= self.max_learning:
@@ -231,22 +241,32 @@ class PEPModule(PubSubModule):
                 del self._learning[caps]
                 return
         if len(waiters) < self.max_waiters:
-            waiters[(user, jid)] = None
+            waiters[key] = None
+            self._pending[key] = caps
 
     async def _learn(self, caps: Caps, waiters: dict[tuple[str, JID], None]) -> None:
         try:
             while waiters:
-                user, jid = next(iter(waiters))
-                del waiters[(user, jid)]
+                key = next(iter(waiters))
+                del waiters[key]
+                user, jid = key
+                if self._pending.get(key) != caps:
+                    continue  # gone, or showed another hash since
                 features = self.caps.known(caps)
                 if features is None:
                     # Unverified answers serve only who gave them: ask each in turn.
                     asker = JID(user, self.host.domain, "")
                     features = await self.caps.features(asker, jid, caps)
-                if features is not None and jid in self._interests(user):  # not gone
+                if self._pending.get(key) != caps:
+                    continue  # ... while its client was being asked
+                del self._pending[key]
+                if features is not None and jid in self._interests(user):
                     await self._interested(user, jid, _notify_nodes(features))
         finally:
             del self._learning[caps]
+            for key in waiters:
+                if self._pending.get(key) == caps:
+                    del self._pending[key]
 
     async def _interested(self, user: str, jid: JID, nodes: frozenset[str]) -> None:
         before = self._interests(user).get(jid, frozenset())
@@ -272,6 +292,7 @@ class PEPModule(PubSubModule):
             known[jid] = nodes
 
     def _forget(self, user: str, jid: JID) -> None:
+        self._pending.pop((user, jid), None)
         known = self.interest.get(user)
         if known is not None:
             known.pop(jid, None)
@@ -323,11 +344,21 @@ class PEPModule(PubSubModule):
         node = await service.node(name)
         if node is None:
             node = await service.create(name, JID(user, self.host.domain, ""), config)
-        elif any(getattr(node.config, f) != getattr(config, f) for f in require):
-            changes = {f: getattr(config, f) for f in require}
-            await service.configure(node, dataclasses.replace(node.config, **changes))
+        else:
+            await self.configure_own(user, name, config, require)
         published = await service.publish(node, JID(user, self.host.domain, ""), item_id, payload)
         await self.notify_publish(service, published)
+
+    async def configure_own(
+        self, user: str, name: str, config: NodeConfig, require: tuple[str, ...]
+    ) -> None:
+        """Give one of the account's nodes, if it exists, the options of ``config``
+        named in ``require``."""
+        service = self.service(user)
+        node = await service.node(name)
+        if node is not None and any(getattr(node.config, f) != getattr(config, f) for f in require):
+            changes = {f: getattr(config, f) for f in require}
+            await service.configure(node, dataclasses.replace(node.config, **changes))
 
     async def retract_own(self, user: str, name: str, item_id: str) -> None:
         service = self.service(user)

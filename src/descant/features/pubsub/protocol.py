@@ -180,6 +180,7 @@ class PubSubModule(Module):
                 if made is None:
                     raise
                 node = made
+                service.may_publish(node, ev.frm)
                 if wanted:
                     node.config.check_preconditions(wanted, service.max_items)
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import weakref
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -51,7 +52,7 @@ MAX_SUBSCRIPTIONS_PER_JID = 10  # of them by one account (its bare and full JIDs
 LAST_IN_MEMORY = 4096
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Node:
     name: str
     config: NodeConfig
@@ -97,15 +98,15 @@ class Service:
         self.max_nodes = max_nodes
         # Nodes in use, least recently used first; bounded (``max_cached``).
         self._nodes: OrderedDict[str, Node] = OrderedDict()
+        self._live: weakref.WeakValueDictionary[str, Node] = weakref.WeakValueDictionary()
         self._names: set[str] | None = None  # every node's name, once listed
 
     # -- nodes ------------------------------------------------------------------------
 
     async def node(self, name: str) -> Node | None:
-        cached = self._nodes.get(name)
+        cached = self._nodes.get(name) or self._live.get(name)
         if cached is not None:
-            self._nodes.move_to_end(name)
-            return cached
+            return self._cache(cached)
         if self._names is not None and name not in self._names:
             return None  # known absent without asking storage (PEP's last-item checks)
         raw = await self.store.get_node(self.jid, name)
@@ -125,8 +126,13 @@ class Service:
         return self._cache(node)
 
     def _cache(self, node: Node) -> Node:
-        # Another task may have loaded (and changed) it meanwhile: that one stays.
-        kept = self._nodes.setdefault(node.name, node)
+        """The one Node object for its name: another task may have loaded (and
+        changed) it meanwhile, and a node dropped from the LRU while some task still
+        holds it is that task's object still (``_live``), so changes are never split
+        between two copies."""
+        kept = self._live.setdefault(node.name, node)
+        self._nodes[node.name] = kept
+        self._nodes.move_to_end(node.name)
         if len(self._nodes) > self.max_cached:
             self._nodes.popitem(last=False)
         return kept
@@ -222,11 +228,12 @@ class Service:
             node.affiliations[str(who.bare)] = "owner"
         if not await self.store.create_node(self.jid, name, json.dumps(node.config.to_json())):
             raise StanzaError("conflict", f"node {name!r} exists")
-        for jid, aff in node.affiliations.items():
-            await self.store.set_affiliation(self.jid, name, jid, aff)
-        self._cache(node)
+        # Cached before the affiliations are written, so no task loads it without them.
+        node = self._cache(node)
         if self._names is not None:
             self._names.add(name)
+        for jid, aff in list(node.affiliations.items()):
+            await self.store.set_affiliation(self.jid, name, jid, aff)
         return node
 
     async def configure(self, node: Node, config: NodeConfig) -> None:
@@ -242,6 +249,7 @@ class Service:
     async def delete(self, node: Node) -> None:
         await self.store.delete_node(self.jid, node.name)
         self._nodes.pop(node.name, None)
+        self._live.pop(node.name, None)
         if self._names is not None:
             self._names.discard(node.name)
 
@@ -348,6 +356,7 @@ class Service:
     def forget(self) -> None:
         """Drop cached nodes (the service's data was removed, e.g. with its account)."""
         self._nodes.clear()
+        self._live.clear()
         self._names = None
 
 
