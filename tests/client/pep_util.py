@@ -11,15 +11,17 @@ Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import slixmpp
 from slixmpp.exceptions import IqError
 
-from tests.live import Client, connect_slixmpp
+from tests.live import Client, LiveServer, connect_slixmpp, disconnect
 
 PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 TEST_NS = "urn:descant:test:pep"
@@ -238,3 +240,25 @@ def config_values(iq: slixmpp.Iq) -> dict[str, Any]:
     """var -> value of the node configuration form in a pubsub#owner configure result."""
     values: dict[str, Any] = iq["pubsub_owner"]["configure"]["form"].get_values()
     return values
+
+
+@contextlib.asynccontextmanager
+async def phone_and_laptop(server: LiveServer, label: str) -> AsyncIterator[Devices]:
+    """A fresh account with two resources: ``phone`` publishes, ``laptop`` asks for
+    notifications of a node made for the test (``+notify``)."""
+    jid, password = await server.make_user("alice")
+    node = unique_node(label)
+    phone = await connect_with(server, jid + "/phone", password)
+    laptop = await connect_with(server, jid + "/laptop", password, interests=[node])
+    try:
+        yield Devices(jid, node, phone, laptop)
+    finally:
+        await disconnect(phone, laptop)
+
+
+@dataclasses.dataclass(frozen=True)
+class Devices:
+    jid: str
+    node: str
+    phone: Client
+    laptop: Client

@@ -34,6 +34,7 @@ from tests.client.pep_util import (
     node_config,
     note,
     payload_texts,
+    phone_and_laptop,
     publish_options,
     published_ids,
     pubsub_condition,
@@ -127,13 +128,10 @@ async def test_get_items_all_by_id_and_max_items(server: LiveServer) -> None:
 
 
 async def test_retract_with_notify(server: LiveServer) -> None:
-    a_jid, a_pw = await server.make_user("alice")
-    node = unique_node("retract")
-    phone = await connect_with(server, a_jid + "/phone", a_pw)
-    laptop = await connect_with(server, a_jid + "/laptop", a_pw, interests=[node])
-    published = events(laptop, "pubsub_publish")
-    retracted = events(laptop, "pubsub_retract")
-    try:
+    async with phone_and_laptop(server, "retract") as d:
+        a_jid, node, phone, laptop = d.jid, d.node, d.phone, d.laptop
+        published = events(laptop, "pubsub_publish")
+        retracted = events(laptop, "pubsub_retract")
         ps = phone.plugin["xep_0060"]
         await ps.publish(a_jid, node, id="gone-soon", payload=note("x"))
         await next_event(published, from_node(node))
@@ -141,17 +139,12 @@ async def test_retract_with_notify(server: LiveServer) -> None:
         msg = await next_event(retracted, from_node(node))
         assert [(i.name, str(i["id"])) for i in event_items(msg)] == [("retract", "gone-soon")]
         assert "gone-soon" not in item_ids(await ps.get_items(a_jid, node))
-    finally:
-        await disconnect(phone, laptop)
 
 
 async def test_purge_node(server: LiveServer) -> None:
-    a_jid, a_pw = await server.make_user("alice")
-    node = unique_node("purge")
-    phone = await connect_with(server, a_jid + "/phone", a_pw)
-    laptop = await connect_with(server, a_jid + "/laptop", a_pw, interests=[node])
-    purged = events(laptop, "pubsub_purge")
-    try:
+    async with phone_and_laptop(server, "purge") as d:
+        a_jid, node, phone, laptop = d.jid, d.node, d.phone, d.laptop
+        purged = events(laptop, "pubsub_purge")
         ps = phone.plugin["xep_0060"]
         await ps.create_node(a_jid, node, config=node_config(max_items="10"))
         await ps.publish(a_jid, node, id="a", payload=note("a"))
@@ -160,17 +153,12 @@ async def test_purge_node(server: LiveServer) -> None:
         assert item_ids(await ps.get_items(a_jid, node)) == []
         msg = await next_event(purged)
         assert msg["pubsub_event"]["purge"]["node"] == node
-    finally:
-        await disconnect(phone, laptop)
 
 
 async def test_delete_node(server: LiveServer) -> None:
-    a_jid, a_pw = await server.make_user("alice")
-    node = unique_node("delete")
-    phone = await connect_with(server, a_jid + "/phone", a_pw)
-    laptop = await connect_with(server, a_jid + "/laptop", a_pw, interests=[node])
-    deleted = events(laptop, "pubsub_delete")
-    try:
+    async with phone_and_laptop(server, "delete") as d:
+        a_jid, node, phone, laptop = d.jid, d.node, d.phone, d.laptop
+        deleted = events(laptop, "pubsub_delete")
         ps = phone.plugin["xep_0060"]
         await ps.publish(a_jid, node, id="a", payload=note("a"))
         await ps.delete_node(a_jid, node)
@@ -179,8 +167,6 @@ async def test_delete_node(server: LiveServer) -> None:
         with pytest.raises(IqError) as err:
             await ps.get_items(a_jid, node)
         assert condition(err.value) == "item-not-found"
-    finally:
-        await disconnect(phone, laptop)
 
 
 async def test_node_configuration_form_get_and_set(server: LiveServer) -> None:
@@ -324,18 +310,13 @@ async def test_contact_coming_online_gets_last_item(server: LiveServer) -> None:
 
 
 async def test_own_other_resource_gets_publication(server: LiveServer) -> None:
-    a_jid, a_pw = await server.make_user("alice")
-    node = unique_node("self")
-    phone = await connect_with(server, a_jid + "/phone", a_pw)
-    laptop = await connect_with(server, a_jid + "/laptop", a_pw, interests=[node])
-    published = events(laptop, "pubsub_publish")
-    try:
+    async with phone_and_laptop(server, "self") as d:
+        a_jid, node, phone, laptop = d.jid, d.node, d.phone, d.laptop
+        published = events(laptop, "pubsub_publish")
         await phone.plugin["xep_0060"].publish(None, node, id="sync", payload=note("from my phone"))
         msg = await next_event(published, from_node(node))
         assert msg["from"].bare == a_jid
         assert published_ids(msg) == ["sync"]
-    finally:
-        await disconnect(phone, laptop)
 
 
 # ---------------------------------------------------------------- XEP-0223 publish options
