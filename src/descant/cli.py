@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from descant import __version__
 from descant.accounts import make_account
@@ -228,24 +229,34 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="descant", description="Descant XMPP server")
-    p.add_argument("--config", help="TOML config file (default: $DESCANT_CONFIG or built-in)")
+    config_help = "TOML config file (default: $DESCANT_CONFIG or built-in)"
+    p.add_argument("--config", help=config_help)
     p.add_argument("--version", action="version", version=f"descant {__version__}")
+    # --config also after any command ("descant serve --config FILE"); SUPPRESS keeps a
+    # command that does not repeat it from resetting the one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+
+    def command(parent: Any, name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=help, parents=[common])
+        return parser
+
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the server in the foreground")
-    u = sub.add_parser("user", help="manage accounts").add_subparsers(dest="action", required=True)
+    command(sub, "serve", "run the server in the foreground")
+    u = command(sub, "user", "manage accounts").add_subparsers(dest="action", required=True)
     for name, helptext in (("add", "create an account"), ("passwd", "change a password")):
-        a = u.add_parser(name, help=helptext)
+        a = command(u, name, helptext)
         a.add_argument("jid")
         a.add_argument("--password", help="the password (prompted, or read from stdin, if absent)")
-    u.add_parser("del", help="delete an account and its data").add_argument("jid")
-    u.add_parser("list", help="list accounts").add_argument("domain", nargs="?")
-    r = sub.add_parser("room", help="manage persistent chat rooms")
+    command(u, "del", "delete an account and its data").add_argument("jid")
+    command(u, "list", "list accounts").add_argument("domain", nargs="?")
+    r = command(sub, "room", "manage persistent chat rooms")
     rs = r.add_subparsers(dest="action", required=True)
-    rs.add_parser("list", help="list persistent rooms").add_argument("service", nargs="?")
-    rs.add_parser("destroy", help="delete a persistent room").add_argument("jid")
-    c = sub.add_parser("cert", help="make a self-signed certificate")
+    command(rs, "list", "list persistent rooms").add_argument("service", nargs="?")
+    command(rs, "destroy", "delete a persistent room").add_argument("jid")
+    c = command(sub, "cert", "make a self-signed certificate")
     c.add_argument("domains", nargs="*")
-    sub.add_parser("check", help="validate the configuration and certificates")
+    command(sub, "check", "validate the configuration and certificates")
     return p
 
 

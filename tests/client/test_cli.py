@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.live import LiveServer, connect_slixmpp, disconnect
 
 
@@ -66,6 +68,26 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     r = _descant("--config", str(cfg), "serve")
     assert r.returncode == 1
     assert "limits.max_stanza_size" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--config", "{cfg}", "serve"),
+        ("serve", "--config", "{cfg}"),
+        ("check", "--config", "{cfg}"),
+        ("user", "list", "--config", "{cfg}"),
+    ],
+)
+def test_config_option_before_or_after_the_command(tmp_path: Path, argv: tuple[str, ...]) -> None:
+    """Every command takes --config, before or after it: the file given is the one read
+    (its error is reported, not "unrecognized arguments")."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[limits]\nmax_stanza_size = "big"\n')
+    r = _descant(*(a.format(cfg=cfg) for a in argv))
+    assert r.returncode == 1
+    assert "limits.max_stanza_size" in r.stderr, r.stderr
+    assert "unrecognized arguments" not in r.stderr
 
 
 def test_check_and_cert(tmp_path: Path) -> None:
