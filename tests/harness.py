@@ -64,8 +64,29 @@ class FakeSession:
         self.filter: Callable[[FakeSession, ET.Element], bool] | None = None
         self.hibernated = False
         self.held: list[ET.Element] = []
+        self._holding: list[ET.Element] | None = None  # hold() … release()
+        self._ahead: list[ET.Element] = []
+
+    def hold(self) -> None:
+        if self._holding is None:
+            self._holding = []
+
+    def send_ahead(self, stanza: ET.Element) -> None:
+        if self._holding is None:
+            self.send(stanza)
+        else:
+            self._ahead.append(stanza)
+
+    def release(self) -> None:
+        held, ahead = self._holding or [], self._ahead
+        self._holding, self._ahead = None, []
+        for stanza in ahead + held:
+            self.send(stanza)
 
     def send(self, stanza: ET.Element) -> None:
+        if self._holding is not None:
+            self._holding.append(stanza)
+            return
         f = self.filter
         if f is not None and f(self, stanza):
             return

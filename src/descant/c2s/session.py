@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+HOLD_LIMIT = 1000  # stanzas held while a new session's stored messages are read
+
 # Takes a stanza on its way to the client (True) or lets it pass (False).
 OutputFilter = Callable[["ClientSession", ET.Element], bool]
 
@@ -47,6 +49,8 @@ OutputFilter = Callable[["ClientSession", ET.Element], bool]
 class ClientSession:
     # Thousands of these live at once; slots keep an idle session small.
     __slots__ = (
+        "_ahead",
+        "_held",
         "_overflowed",
         "_timer",
         "data",
@@ -80,6 +84,8 @@ class ClientSession:
         self.ended = False
         self._timer: asyncio.TimerHandle | None = None
         self._overflowed = False
+        self._held: list[ET.Element] | None = None
+        self._ahead: list[ET.Element] = []
 
     def __repr__(self) -> str:
         return f"<ClientSession {self.jid_str}>"
@@ -91,8 +97,38 @@ class ClientSession:
 
     # -- output ------------------------------------------------------------------------
 
+    def hold(self) -> None:
+        """Keep what is sent from now on until :meth:`release`, so that what
+        ``send_ahead`` adds meanwhile goes out first: at initial presence, stored
+        messages before live ones that race them (XEP-0160, RFC 6120 §10.1)."""
+        if self._held is None:
+            self._held = []
+
+    def send_ahead(self, stanza: ET.Element) -> None:
+        """Send ``stanza`` before what is held (at once when nothing is)."""
+        if self._held is None:
+            self.send(stanza)
+        else:
+            self._ahead.append(stanza)
+
+    def release(self) -> None:
+        held, ahead = self._held or [], self._ahead
+        self._held, self._ahead = None, []
+        for stanza in ahead:
+            self.send(stanza)
+        for stanza in held:
+            self.send(stanza)
+
     def send(self, stanza: ET.Element) -> None:
         """Queue a stanza for the client (the only delivery path)."""
+        held = self._held
+        if held is not None:
+            held.append(stanza)
+            if len(held) >= HOLD_LIMIT:
+                # A flood while stored messages are read: let it through rather than grow.
+                log.warning("%s: %d stanzas held at login, released", self.jid_str, len(held))
+                self.release()
+            return
         f = self.filter
         if f is not None and f(self, stanza):
             return

@@ -3,7 +3,9 @@
 Messages the message module could not deliver (``message/offline``) are stored
 up to ``limits.offline_max_messages`` per user, then bounced with
 <service-unavailable/>. They are delivered, oldest first, when a session
-sends initial presence with non-negative priority (``presence-initial``).
+sends initial presence with non-negative priority (``presence-initial``), ahead of
+any live stanza that reached the session meanwhile (it holds them: presence.py), and
+storing and reading take turns per user, so nothing stored is left behind.
 
 Messages a session never acknowledged before it ended (XEP-0198 §4,
 ``stanza-undelivered``) are stored the same way, with the time they were
@@ -18,6 +20,7 @@ import datetime
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+from descant.locks import KeyedLock
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stamps import format_stamp
@@ -39,9 +42,14 @@ class OfflineModule(Module):
         self.hook("message/offline", self.store)
         self.hook("presence-initial", self.deliver)
         self.hook("stanza-undelivered", self.undelivered)
+        self._locks = KeyedLock()
 
     async def store(self, ev: StanzaEvent) -> bool | None:
-        return await self._push(ev.to.local, ev.stanza, datetime.datetime.now(datetime.UTC))
+        # Under the user's lock, which delivery takes too: a message found no session
+        # available is in storage before a session that just became available reads
+        # it, never after (where it would wait for the next login).
+        async with self._locks(ev.to.local):
+            return await self._push(ev.to.local, ev.stanza, datetime.datetime.now(datetime.UTC))
 
     async def _push(self, user: str, stanza: ET.Element, when: datetime.datetime) -> bool | None:
         store = self.host.storage.offline
@@ -62,12 +70,14 @@ class OfflineModule(Module):
             return None
         sent = datetime.datetime.fromtimestamp(ev.stamp, datetime.UTC)
         bare = str(session.jid.bare)
-        return await self._push(user, retarget(stanza, to=bare), sent)
+        async with self._locks(user):
+            return await self._push(user, retarget(stanza, to=bare), sent)
 
     async def deliver(self, session: Session) -> None:
         if session.priority < 0:
             return
-        stored = await self.host.storage.offline.pop_all(self.host.domain, session.jid.local)
+        async with self._locks(session.jid.local):
+            stored = await self.host.storage.offline.pop_all(self.host.domain, session.jid.local)
         for xml, stamp in stored:
             try:
                 msg = parse_element(xml)
@@ -79,4 +89,4 @@ class OfflineModule(Module):
                 "{%s}delay" % ns.DELAY,
                 {"from": self.host.domain, "stamp": format_stamp(stamp)},
             ).text = "Offline storage"
-            session.send(msg)
+            session.send_ahead(msg)  # before live messages that raced the read

@@ -267,8 +267,19 @@ class PresenceModule(Module):
             session.send(_error_to(session, stanza, str(exc)))
             return
         initial = session.presence is None
-        session.presence = stanza
-        session.priority = priority
+        if initial:
+            # From the moment it is available, live stanzas for it wait until what
+            # was stored for it has gone first (offline.py sends with send_ahead).
+            session.hold()
+        try:
+            session.presence = stanza
+            session.priority = priority
+            await self._broadcast(session, stanza, initial)
+        finally:
+            if initial:
+                session.release()
+
+    async def _broadcast(self, session: Session, stanza: ET.Element, initial: bool) -> None:
         user = session.jid.local
         user_bare = str(session.jid.bare)
         roster = await self.roster.get_roster(user)

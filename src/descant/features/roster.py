@@ -22,15 +22,16 @@ takes locks in the other order.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
 from descant.jid import InvalidJID, parse
+from descant.locks import KeyedLock
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result, new_id
@@ -127,19 +128,13 @@ class RosterChange:
     before: RosterItem | None
 
 
-@dataclass(slots=True)
-class _UserLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    holders: int = 0
-
-
 class RosterModule(Module):
     name = "roster"
 
     def __init__(self, host: Host) -> None:
         super().__init__(host)
         self._cache: dict[str, _Cached] = {}
-        self._locks: dict[str, _UserLock] = {}
+        self._locks = KeyedLock()
         # Loads in flight per user, and users written while one was: such a load
         # may have read the old state, so its result is not cached.
         self._loading: dict[str, int] = {}
@@ -207,23 +202,12 @@ class RosterModule(Module):
                 iq.append(query)
                 session.send(iq)
 
-    @contextlib.asynccontextmanager
-    async def lock(self, user: str) -> AsyncIterator[None]:
+    def lock(self, user: str) -> AbstractAsyncContextManager[None]:
         """Serialize read-modify-write changes to one user's roster.
 
         Not reentrant; route nothing while holding it (see the module docstring).
         """
-        entry = self._locks.get(user)
-        if entry is None:
-            entry = self._locks[user] = _UserLock()
-        entry.holders += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.holders -= 1
-            if not entry.holders:
-                del self._locks[user]
+        return self._locks(user)
 
     # -- cache ----------------------------------------------------------------------
 

@@ -35,6 +35,13 @@ class Session(Protocol):
 
     def send(self, stanza: ET.Element) -> None: ...
 
+    def hold(self) -> None:
+        """Keep what is sent until ``release``; ``send_ahead`` goes before it."""
+
+    def send_ahead(self, stanza: ET.Element) -> None: ...
+
+    def release(self) -> None: ...
+
     async def close(self, condition: str | None = None, text: str | None = None) -> None: ...
 
 
