@@ -6,9 +6,9 @@ rewrites use :func:`retarget`, a shallow copy sharing the (read-only) children.
 
 from __future__ import annotations
 
+import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from itertools import count
 
 from descant.errors import StanzaError
 from descant.xml.serialize import SharedCopy
@@ -16,11 +16,11 @@ from descant.xml.serialize import SharedCopy
 STANZA_KINDS = frozenset({"message", "presence", "iq"})
 IQ_TYPES = frozenset({"get", "set", "result", "error"})
 
-_ids = count(1)
-
 
 def new_id(prefix: str = "d") -> str:
-    return f"{prefix}{next(_ids):x}"
+    """An id for a stanza the server originates: unguessable, so that no one can
+    answer or correlate in place of the entity it went to."""
+    return prefix + secrets.token_urlsafe(9)
 
 
 def retarget(stanza: ET.Element, **attrs: str | None) -> ET.Element:

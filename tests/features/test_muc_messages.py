@@ -209,3 +209,34 @@ async def test_fanout_serializes_the_payload_once(h: Harness) -> None:
     texts = [serialize(c) for c in copies]
     assert len(copies[0].cache) == 1  # type: ignore[attr-defined]
     assert texts[1] == texts[0].replace("alice@localhost/a", "bob@localhost/b")
+
+
+async def test_only_the_addressed_occupant_answers_a_forwarded_iq(h: Harness) -> None:
+    """An occupant who learns a forwarded iq's id cannot answer it in place of the one
+    it went to; the real answer still gets through."""
+    alice, bob = await _room_with_bob(h)
+    eve = await h.online("eve@localhost/e")
+    await enter(h, eve, "eve")
+    for s in (alice, bob, eve):
+        s.take()
+    await h.send(
+        bob, f"<iq type='get' to='{ROOM}/al' id='v1'><query xmlns='jabber:iq:version'/></iq>"
+    )
+    fwd = one(alice.take(), "iq", type="get")
+    spoof = (
+        f"<iq type='result' to='{ROOM}/bob' id='{fwd.get('id')}'>"
+        "<query xmlns='jabber:iq:version'><name>eve</name></query></iq>"
+    )
+    await h.send(eve, spoof)
+    assert not [s for s in bob.take() if s.tag == "iq"]
+    await h.send(alice, f"<iq type='result' to='{ROOM}/bob' id='{fwd.get('id')}'/>")
+    res = one(bob.take(), "iq", type="result")
+    assert res.get("id") == "v1" and res.get("from") == f"{ROOM}/al"
+
+
+def test_server_ids_are_unguessable() -> None:
+    from descant.stanza import new_id
+
+    ids = {new_id("x") for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) >= 12 for i in ids)

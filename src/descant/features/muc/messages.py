@@ -214,6 +214,9 @@ async def voice_request(
     return True
 
 
+IQ_PENDING_LIMIT = 10_000  # forwarded iqs awaiting an answer, per MUC service
+
+
 async def on_iq_to_occupant(svc: MUCService, ev: StanzaEvent) -> bool:
     """An iq between occupants (vCard, ping, version…): passed on with room addresses,
     the answer passed back under the original id."""
@@ -221,14 +224,18 @@ async def on_iq_to_occupant(svc: MUCService, ev: StanzaEvent) -> bool:
     type_ = stanza.get("type")
     room = svc.rooms.get(ev.to.local)
     if type_ in ("result", "error"):
-        pending = svc.iq_pending.pop(stanza.get("id", ""), None)
-        if pending is not None and room is not None:
-            requester, orig_id, _ = pending
-            frm = room.by_jid.get(ev.frm)
-            if frm is not None:
-                await svc.send_all(
-                    [retarget(stanza, from_=str(room.nick_jid(frm.nick)), to=requester, id=orig_id)]
-                )
+        iq_id = stanza.get("id", "")
+        pending = svc.iq_pending.get(iq_id)
+        # Only the occupant the request went to may answer it, to the nick it came from.
+        if pending is None or room is None or pending[2:] != (str(ev.frm), ev.to.resource):
+            return True
+        del svc.iq_pending[iq_id]
+        requester, orig_id = pending[:2]
+        frm = room.by_jid.get(ev.frm)
+        if frm is not None:
+            await svc.send_all(
+                [retarget(stanza, from_=str(room.nick_jid(frm.nick)), to=requester, id=orig_id)]
+            )
         return True
     if room is None:
         return await svc.error(stanza, "item-not-found", "no such room")
@@ -241,10 +248,11 @@ async def on_iq_to_occupant(svc: MUCService, ev: StanzaEvent) -> bool:
     if target is occ and payload_key(stanza) == "urn:xmpp:ping:ping":
         # XEP-0410 self-ping: the room answers that the sender is still in.
         return await svc.reply(stanza)
-    if len(svc.iq_pending) > 10000:
-        svc.iq_pending.clear()  # answers that never came; do not grow without bound
+    if len(svc.iq_pending) >= IQ_PENDING_LIMIT:
+        # The oldest request whose answer never came goes: the table does not grow.
+        del svc.iq_pending[next(iter(svc.iq_pending))]
     iq_id = new_id("miq")
-    svc.iq_pending[iq_id] = (str(ev.frm), stanza.get("id", ""), target.nick)
+    svc.iq_pending[iq_id] = (str(ev.frm), stanza.get("id", ""), str(target.jid), occ.nick)
     fwd = retarget(stanza, from_=str(room.nick_jid(occ.nick)), to=str(target.jid), id=iq_id)
     await svc.send_all([fwd])
     return True

@@ -71,8 +71,9 @@ class MUCService(Module):
             self.hook_iq(type_, "bare", f"{MUC_OWNER}:query", lambda ev: admin.on_owner(self, ev))
         self.hook_iq("set", "bare", f"{archive.MAM}:query", lambda ev: archive.on_query(self, ev))
         self.hook_iq("get", "bare", f"{archive.MAM}:query", lambda ev: archive.on_fields(self, ev))
-        # Forwarded iq between occupants: our id → (requester, its id, target nick).
-        self.iq_pending: dict[str, tuple[str, str, str]] = {}
+        # Forwarded iq between occupants, oldest first: our id → (requester, its id,
+        # the occupant's real JID it went to, the requester's nick it came from).
+        self.iq_pending: dict[str, tuple[str, str, str, str]] = {}
 
     async def start(self) -> None:
         store = self.host.storage.rooms
