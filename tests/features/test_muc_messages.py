@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import xml.etree.ElementTree as ET
+
+from descant.storage.api import ArchiveQuery
 from tests.features.muc_util import (
     DATA,
     OCC_ID,
@@ -240,3 +244,40 @@ def test_server_ids_are_unguessable() -> None:
     ids = {new_id("x") for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) >= 12 for i in ids)
+
+
+async def test_every_occupant_history_and_archive_see_one_order(h: Harness) -> None:
+    """Two occupants talk at once; one recipient's delivery waits (storage, federation)
+    the first time. Without one order per room, the second message overtakes the
+    first for that recipient only."""
+    alice, bob = await _room_with_bob(h, enablelogging="1")
+    carol = await h.online("carol@localhost/c")
+    await enter(h, carol, "carol")
+    for s in (alice, bob, carol):
+        s.take()
+    router = h.server.router
+    real_route = router.route
+    slow_once = [True]
+
+    async def route(stanza: ET.Element, origin: object = None) -> None:
+        if stanza.tag == "message" and stanza.get("to") == "carol@localhost/c" and slow_once[0]:
+            slow_once[0] = False
+            for _ in range(5):
+                await asyncio.sleep(0)
+        await real_route(stanza, origin)  # type: ignore[arg-type]
+
+    router.route = route  # type: ignore[method-assign]
+    await asyncio.gather(
+        h.send(alice, f"<message to='{ROOM}' type='groupchat' id='m1'><body>1</body></message>"),
+        h.send(bob, f"<message to='{ROOM}' type='groupchat' id='m2'><body>2</body></message>"),
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    orders = [[m.get("id") for m in s.take() if m.tag == "message"] for s in (alice, bob, carol)]
+    assert orders[0] == orders[1] == orders[2], orders
+    room = h.module("muc", "conference.localhost").rooms["room"]  # type: ignore[attr-defined]
+    assert [e.stanza.get("id") for e in room.history] == orders[0]
+    stored, _ = await h.server.storage.rooms.archive_query(
+        "conference.localhost", "room", ArchiveQuery()
+    )
+    assert [ET.fromstring(m.stanza).get("id") for m in stored] == orders[0]

@@ -61,23 +61,29 @@ async def groupchat(svc: MUCService, room: Room, occ: Occupant, stanza: ET.Eleme
     elif occ.role not in ("participant", "moderator"):
         # §7.4: visitors in a moderated room have no voice.
         return await svc.error(stanza, "forbidden", "you have no voice in this room")
-    reflected = room.reflect(stanza, occ)
-    archive_id = None
-    if is_subject:
-        assert subject is not None
-        room.subject = subject.text or ""
-        room.subject_by = occ.nick
-    elif stanza.find("body") is not None:
-        if room.config.logging:
-            archive_id = archive.stamp_id(room, reflected)
-        if room.history.maxlen or archive_id is not None:
-            xml = serialize(reflected)  # once, for the history's length and the archive
-            room.remember(reflected, len(xml))
-    await svc.send_all(svc.to_everyone(room, reflected))
-    if is_subject and room.config.persistent:
-        await svc.save(room)
-    elif archive_id is not None:
-        await archive.store(svc, room, xml, occ.nick, archive_id)
+    # One order per room: a message is reflected, kept in history, delivered to every
+    # occupant and archived before the next one starts, so every occupant, the
+    # history and the archive see the same order (a slow recipient, one whose
+    # delivery waits on storage or federation, would otherwise let a later message
+    # overtake an earlier one for some occupants).
+    async with svc.room_order(room.jid.local):
+        reflected = room.reflect(stanza, occ)
+        archive_id = None
+        if is_subject:
+            assert subject is not None
+            room.subject = subject.text or ""
+            room.subject_by = occ.nick
+        elif stanza.find("body") is not None:
+            if room.config.logging:
+                archive_id = archive.stamp_id(room, reflected)
+            if room.history.maxlen or archive_id is not None:
+                xml = serialize(reflected)  # once, for the history's length and the archive
+                room.remember(reflected, len(xml))
+        await svc.send_all(svc.to_everyone(room, reflected))
+        if is_subject and room.config.persistent:
+            await svc.save(room)
+        elif archive_id is not None:
+            await archive.store(svc, room, xml, occ.nick, archive_id)
     return True
 
 

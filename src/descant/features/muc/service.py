@@ -42,6 +42,7 @@ from descant.features.muc.names import (
 )
 from descant.features.muc.room import Occupant, Room
 from descant.jid import JID
+from descant.locks import KeyedLock
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stanza import iq_result, retarget, retarget_all
@@ -71,6 +72,8 @@ class MUCService(Module):
             self.hook_iq(type_, "bare", f"{MUC_OWNER}:query", lambda ev: admin.on_owner(self, ev))
         self.hook_iq("set", "bare", f"{archive.MAM}:query", lambda ev: archive.on_query(self, ev))
         self.hook_iq("get", "bare", f"{archive.MAM}:query", lambda ev: archive.on_fields(self, ev))
+        # Groupchat messages of one room go out one at a time (messages.groupchat).
+        self.room_order = KeyedLock()
         # Forwarded iq between occupants, oldest first: our id → (requester, its id,
         # the occupant's real JID it went to, the requester's nick it came from).
         self.iq_pending: dict[str, tuple[str, str, str, str]] = {}
