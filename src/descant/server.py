@@ -24,6 +24,9 @@ from descant.storage.api import Storage
 
 log = logging.getLogger(__name__)
 
+# Addresses whose recent login failures are remembered (limits.max_auth_failures).
+AUTH_FAILURE_ADDRESSES = 10_000
+
 
 class Server:
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
@@ -144,8 +147,22 @@ class Server:
     # -- protection ---------------------------------------------------------------------
 
     def auth_failed(self, ip: str) -> None:
-        q = self._auth_failures.setdefault(ip, collections.deque(maxlen=64))
+        q = self._auth_failures.pop(ip, None) or collections.deque(maxlen=64)
         q.append(time.monotonic())
+        self._auth_failures[ip] = q  # most recent last: the oldest go first below
+        if len(self._auth_failures) > AUTH_FAILURE_ADDRESSES:
+            self._prune_auth_failures()
+
+    def _prune_auth_failures(self) -> None:
+        """Forget addresses whose failures are all older than the window; if that is
+        not enough, the least recently failing (the table stays bounded whoever
+        comes back)."""
+        window = self.config.limits.auth_failure_window
+        now = time.monotonic()
+        for ip in [ip for ip, q in self._auth_failures.items() if now - q[-1] > window]:
+            del self._auth_failures[ip]
+        while len(self._auth_failures) > AUTH_FAILURE_ADDRESSES:
+            del self._auth_failures[next(iter(self._auth_failures))]
 
     def auth_throttled(self, ip: str) -> bool:
         q = self._auth_failures.get(ip)

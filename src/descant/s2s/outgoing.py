@@ -96,12 +96,19 @@ class OutgoingSession:
         if conn is None or conn.closing or self.state is OutState.CLOSED:
             return False
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._verify_waiters.setdefault(stream_id, []).append(fut)
+        waiters = self._verify_waiters.setdefault(stream_id, [])
+        waiters.append(fut)
         conn.send(dialback.verify(self.local, self.remote, stream_id, key))
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return False
+        finally:
+            # Answered or not, this request waits no more: nothing is left behind.
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self._verify_waiters.get(stream_id) is waiters:
+                del self._verify_waiters[stream_id]
 
     async def close(self) -> None:
         if self.conn is not None:
