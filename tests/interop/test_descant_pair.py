@@ -382,3 +382,57 @@ async def test_pep_notifications_and_items_across_servers(
         assert err.value.condition == "not-authorized"
     finally:
         await disconnect(alice, bob, eve)
+
+
+async def test_outgoing_stream_speaks_dialback_as_xep0220_says(make_server: Any) -> None:
+    """What a strict peer (ejabberd matches on the prefix) needs of the initiating side:
+    no 'id' on our stream header (RFC 6120 §4.7.3), dialback elements with the db:
+    prefix the header declares (XEP-0220 §2); and a set-up the peer leaves hanging
+    times out with a log line saying where it was."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            received.put_nowait(chunk)
+            if b"<stream:stream" in chunk:
+                writer.write(
+                    b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                    b"xmlns:db='jabber:server:dialback' "
+                    b"xmlns:stream='http://etherx.jabber.org/streams' id='peer-stream-1' "
+                    b"from='fake.test' to='localhost' version='1.0'>"
+                    b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/>"
+                    b"</stream:features>"
+                )
+        writer.close()
+
+    listener = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    srv: LiveServer = make_server(
+        s2s={
+            "routes": {"fake.test": f"127.0.0.1:{port}"},
+            "policies": {"fake.test": "insecure"},
+            "connect_timeout": 0.5,
+        }
+    )
+    a_jid, a_pw = await srv.make_user("alice")
+    alice = await connect_slixmpp(srv, a_jid, a_pw)
+    try:
+        alice.send_message(mto="someone@fake.test", mbody="hi", mtype="chat")
+        seen = b""
+        deadline = time.monotonic() + 10
+        while b"</db:result>" not in seen:
+            seen += await asyncio.wait_for(received.get(), max(0.1, deadline - time.monotonic()))
+        text = seen.decode()
+        header = re.search(r"<stream:stream[^>]*>", text)
+        assert header is not None
+        assert " id=" not in header.group(0)
+        assert "xmlns:db='jabber:server:dialback'" in header.group(0)
+        assert re.search(r"<db:result from='localhost' to='fake.test'>[0-9a-f]+</db:result>", text)
+        assert "<result xmlns=" not in text
+        deadline = time.monotonic() + 10
+        while "set-up timed out" not in srv.log() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert "fake.test: set-up timed out after 1.5 s while authenticating" in srv.log()
+    finally:
+        await disconnect(alice)
+        listener.close()

@@ -36,3 +36,10 @@ def test_elements_serialize_in_the_dialback_namespace() -> None:
     )
     ans = serialize(dialback.verify("a", "b", "s1", type_="valid"), "jabber:server")
     assert ans == "<verify xmlns='jabber:server:dialback' from='a' to='b' id='s1' type='valid'/>"
+
+
+def test_wire_form_uses_the_declared_prefix_xep0220_2() -> None:
+    el = dialback.result("o.example", "r.example", key="a<b")
+    assert dialback.text(el) == "<db:result from='o.example' to='r.example'>a&lt;b</db:result>"
+    answer = dialback.verify("a", "b", "s'1", type_="valid")
+    assert dialback.text(answer) == "<db:verify from='a' to='b' id='s&apos;1' type='valid'/>"

@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import xml.etree.ElementTree as ET
 
+from descant.xml.serialize import escape_attr, escape_text
+
 NS = "jabber:server:dialback"
 FEATURE_NS = "urn:xmpp:features:dialback"
 RESULT = "{%s}result" % NS
@@ -54,3 +56,14 @@ def verify(
     if key:
         el.text = key
     return el
+
+
+def text(el: ET.Element) -> str:
+    """A dialback element as written on the wire: with the ``db:`` prefix our stream
+    header declares (XEP-0220 §2: MUST; some servers match on the prefix and
+    silently drop ``<result xmlns='jabber:server:dialback'/>``)."""
+    name = el.tag.rpartition("}")[2]
+    attrs = "".join(f" {k}='{escape_attr(v)}'" for k, v in el.attrib.items())
+    if not el.text:
+        return f"<db:{name}{attrs}/>"
+    return f"<db:{name}{attrs}>{escape_text(el.text)}</db:{name}>"

@@ -71,6 +71,7 @@ class OutgoingSession:
         self.verified_cert = False
         self._verify_waiters: dict[str, list[asyncio.Future[bool]]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.stage = "resolving"  # what set-up is doing, for the log
 
     # -- the owner's API ---------------------------------------------------------------
 
@@ -130,6 +131,15 @@ class OutgoingSession:
                 self._fail(exc.condition, exc.text)
                 return
             except TimeoutError:
+                # Said in the log: a peer that silently drops what we send (a dialback
+                # element it does not recognise, say) otherwise leaves no trace.
+                log.warning(
+                    "s2s %s → %s: set-up timed out after %g s while %s",
+                    self.local,
+                    self.remote,
+                    cfg.connect_timeout * 3,
+                    self.stage,
+                )
                 self._fail("remote-server-timeout", "timed out setting up the connection")
                 return
             conn = self.conn
@@ -189,6 +199,7 @@ class OutgoingSession:
             raise Failed("remote-server-not-found", "the domain offers no XMPP service") from None
         last = Failed("remote-server-not-found", "no address")
         for target in targets:
+            self.stage = f"connecting to {target.host}:{target.port}"
             try:
                 await self._attempt(target.host, target.port, target.direct_tls)
                 return
@@ -232,9 +243,11 @@ class OutgoingSession:
             raise Failed("remote-server-not-found", f"{host}:{port}: {exc.strerror}") from None
         conn = self.conn = made[0]
         self.verified_cert = direct_tls and policy == "verify"
+        self.stage = f"opening the stream with {host}:{port}"
         features = await self._open(conn)
         if not conn.secure:
             if features.find(STARTTLS) is not None:
+                self.stage = f"negotiating TLS with {host}:{port}"
                 conn.write("<starttls xmlns='%s'/>" % ns.TLS)
                 reply = await self._expect(conn)
                 if reply.tag != "{%s}proceed" % ns.TLS:
@@ -254,6 +267,7 @@ class OutgoingSession:
             elif policy != "insecure":
                 raise Failed("remote-server-not-found", "the peer does not offer TLS")
         self.stream_open.set()
+        self.stage = f"authenticating with {host}:{port} (SASL EXTERNAL or dialback)"
         external = self.verified_cert and self._offers_external(features)
         if external and await self._external(conn):
             return
@@ -261,7 +275,7 @@ class OutgoingSession:
 
     async def _open(self, conn: S2SStream) -> ET.Element:
         """Send our header; return the peer's features (empty for pre-1.0 peers)."""
-        conn.write(conn.header(self.local, self.remote))
+        conn.write(conn.header(self.local, self.remote, initiating=True))
         while True:
             ev = await self._next_event(conn)
             if isinstance(ev, StreamOpened):

@@ -51,6 +51,9 @@ FEATURES = "{%s}features" % ns.STREAM
 STARTTLS = "{%s}starttls" % ns.TLS
 
 
+_DIALBACK = f"{{{dialback.NS}}}"
+
+
 class S2SStream(StreamConnection):
     """What both directions share: the XML stream, output, close, idle watch."""
 
@@ -65,11 +68,18 @@ class S2SStream(StreamConnection):
     def _label(self) -> str:
         return self.peer
 
-    def header(self, frm: str, to: str | None) -> str:
-        # The dialback namespace is declared on the header (XEP-0220 §2.1).
-        return self.stream.header(frm, to).replace(
+    def header(self, frm: str, to: str | None, initiating: bool = False) -> str:
+        # The dialback namespace is declared on the header (XEP-0220 §2.1); the
+        # initiating entity's header has no id (RFC 6120 §4.7.3).
+        return self.stream.header(frm, to, with_id=not initiating).replace(
             " xmlns:stream=", f" xmlns:db='{dialback.NS}' xmlns:stream=", 1
         )
+
+    def send(self, stanza: ET.Element) -> None:
+        if stanza.tag.startswith(_DIALBACK):
+            self.write(dialback.text(stanza))  # with the declared db: prefix
+        else:
+            super().send(stanza)
 
     async def watchdog(self) -> None:
         """Close after ``s2s.idle_timeout`` without stanzas; whitespace keepalives."""

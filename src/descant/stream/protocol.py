@@ -217,11 +217,15 @@ class XMLStream:
 
     # -- output -----------------------------------------------------------------------
 
-    def header(self, frm: str, to: str | None = None, lang: str = "en") -> str:
-        """Our stream header, with a fresh unguessable id (RFC 6120 §4.7.3)."""
-        self.id = secrets.token_urlsafe(12)
+    def header(
+        self, frm: str, to: str | None = None, lang: str = "en", with_id: bool = True
+    ) -> str:
+        """Our stream header, with a fresh unguessable id (RFC 6120 §4.7.3) unless we
+        initiate the stream (``with_id=False``: the initiating entity sends none)."""
+        self.id = secrets.token_urlsafe(12) if with_id else ""
         self.header_sent = True
         to_attr = f" to='{escape_attr(to)}'" if to else ""
+        id_attr = f" id='{self.id}'" if with_id else ""
         if self.framing == BOSH:
             return ""
         if self.framing == WEBSOCKET:
@@ -232,7 +236,7 @@ class XMLStream:
         return (
             "<?xml version='1.0'?>"
             f"<stream:stream xmlns='{self.content_ns}' xmlns:stream='{ns.STREAM}'"
-            f" id='{self.id}' from='{escape_attr(frm)}'{to_attr} version='1.0'"
+            f"{id_attr} from='{escape_attr(frm)}'{to_attr} version='1.0'"
             f" xml:lang='{escape_attr(lang)}'>"
         )
 
