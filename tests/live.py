@@ -272,6 +272,7 @@ class RawClient:
         self.reader = reader
         self.writer = writer
         self.buffer = ""
+        self.last_iq = ""  # the answer to the bind request of login()
 
     @classmethod
     async def open(cls, port: int, tls: bool = False) -> RawClient:
@@ -342,7 +343,7 @@ class RawClient:
             "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
             f"<resource>{resource}</resource></bind></iq>"
         )
-        out = await self.read_until("</iq>")
+        out = self.last_iq = await self.read_until("</iq>")
         start = out.index("<jid>") + 5
         return out[start : out.index("</jid>")]
 

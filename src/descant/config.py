@@ -161,6 +161,9 @@ class LimitsConfig:
     # Bytes a c2s connection may send per second before reading is paused.
     c2s_rate: int = 1048576
     offline_max_messages: int = 1000
+    # Sessions (bound resources) one account may have at once; binding another is
+    # <resource-constraint/> (RFC 6120 §7.6.2.1). A resource rebound replaces its holder.
+    max_sessions_per_account: int = 10
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.auth_failure_window": (1, 86400),
     "limits.c2s_rate": (1024, 1 << 40),
     "limits.offline_max_messages": (0, 1_000_000),
+    "limits.max_sessions_per_account": (1, 10_000),
     "c2s.auth_timeout": (1, 3600),
     "c2s.tcp_keepalive": (0, 86400),
     "c2s.resume_timeout": (0, 86400),

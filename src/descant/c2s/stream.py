@@ -474,6 +474,13 @@ class ClientStream(StreamConnection):
         host = self.host
         jid = JID(self.username, host.domain, resource)
         old = host.sessions.get(self.username, resource)
+        limit = self.server.config.limits.max_sessions_per_account
+        if old is None and len(host.sessions.of_user(self.username)) >= limit:
+            # RFC 6120 §7.6.2.1: the account has as many resources as it may.
+            log.info("%s: bind refused, %d sessions already", jid.bare, limit)
+            err = StanzaError("resource-constraint", f"at most {limit} sessions per account")
+            self.write(self.stream.element(error_reply(iq, err)))
+            return
         if old is not None:
             # RFC 6120 §7.7.2.2: the newer session wins; the older one (live or
             # hibernated) is told why and leaves as on logout.
