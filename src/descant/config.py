@@ -164,6 +164,9 @@ class LimitsConfig:
     # Sessions (bound resources) one account may have at once; binding another is
     # <resource-constraint/> (RFC 6120 §7.6.2.1). A resource rebound replaces its holder.
     max_sessions_per_account: int = 10
+    # Targets of directed presence one session may have (rooms joined, presence sent
+    # to non-subscribers); one more is <resource-constraint/>.
+    max_directed_presences: int = 1000
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.c2s_rate": (1024, 1 << 40),
     "limits.offline_max_messages": (0, 1_000_000),
     "limits.max_sessions_per_account": (1, 10_000),
+    "limits.max_directed_presences": (1, 1_000_000),
     "c2s.auth_timeout": (1, 3600),
     "c2s.tcp_keepalive": (0, 86400),
     "c2s.resume_timeout": (0, 86400),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -671,3 +672,28 @@ async def test_multi_host_subscription(h: Harness) -> None:
     await h.send(bob, "<presence to='alice@localhost' type='subscribed'/>")
     one(alice.take(), "presence", type=None, from_="bob@example.org/desk")
     assert (await item(h, "alice", "bob@example.org")).subscription == "to"  # type: ignore[union-attr]
+
+
+async def test_directed_presences_tracked_are_bounded(tmp_path: Path) -> None:
+    """limits.max_directed_presences: one more directed presence is refused with
+    <resource-constraint/> rather than sent untracked (its target would never learn
+    the session went offline); updates to targets already tracked still go."""
+    from descant.config import LimitsConfig
+
+    h = await Harness.create(tmp_path, limits=LimitsConfig(max_directed_presences=2))
+    try:
+        alice = await h.online("alice@localhost/a")
+        for n in (1, 2):
+            await h.send(alice, f"<presence to='stranger{n}@remote.test'/>")
+        assert alice.take() == []
+        await h.send(alice, "<presence to='stranger3@remote.test' id='p3'/>")
+        reply = one(alice.take(), "presence", type="error")
+        assert error_condition(reply) == "resource-constraint"
+        assert [p.get("to") for p in h.take_remote()] == [
+            "stranger1@remote.test",
+            "stranger2@remote.test",
+        ]
+        await h.send(alice, "<presence to='stranger1@remote.test'><show>away</show></presence>")
+        assert alice.take() == [] and len(h.take_remote()) == 1
+    finally:
+        await h.stop()

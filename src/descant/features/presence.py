@@ -241,23 +241,36 @@ class PresenceModule(Module):
                 await self._unavailable(session, stanza)
             # A probe or error to nobody in particular: nothing to do.
             return True
-        await self._directed(session, ev.to, type_)
+        if not await self._directed(session, ev.to, type_):
+            limit = self.server.config.limits.max_directed_presences
+            self.log.info("%s: directed presence refused, %d tracked", session.jid, limit)
+            err = StanzaError("resource-constraint", f"at most {limit} directed presences")
+            reply = error_reply(stanza, err)
+            reply.attrib.pop("from", None)
+            reply.set("to", str(session.jid))
+            session.send(reply)
+            return True
         return None  # the router delivers it
 
-    async def _directed(self, session: Session, to: JID, type_: str | None) -> None:
-        """Track directed presence (RFC 6121 §4.6) so unavailable reaches it too.
+    async def _directed(self, session: Session, to: JID, type_: str | None) -> bool:
+        """Track directed presence (RFC 6121 §4.6) so unavailable reaches it too;
+        False: the session tracks as many as it may (``limits.max_directed_presences``),
+        and this one must not go out untracked (it would never be told unavailable).
 
         Subscribers get the unavailable broadcast anyway, and so do the user's
         own resources, so neither is tracked.
         """
         if type_ in ("unavailable", "error"):
             session.directed.discard(to)
-            return
-        if type_ is not None or to.bare == session.jid.bare:
-            return
+            return True
+        if type_ is not None or to.bare == session.jid.bare or to in session.directed:
+            return True
         item = await self.roster.get_item(session.jid.local, str(to.bare))
         if item is None or item.subscription not in ("from", "both"):
+            if len(session.directed) >= self.server.config.limits.max_directed_presences:
+                return False
             session.directed.add(to)
+        return True
 
     async def _available(self, session: Session, stanza: ET.Element) -> None:
         """Initial presence (RFC 6121 §4.2.2) or a presence update (§4.4.2)."""
