@@ -167,6 +167,9 @@ class LimitsConfig:
     # Targets of directed presence one session may have (rooms joined, presence sent
     # to non-subscribers); one more is <resource-constraint/>.
     max_directed_presences: int = 1000
+    # Contacts one roster may hold, and subscription requests waiting for an answer;
+    # a new contact beyond it is <policy-violation/>, further requests are dropped.
+    max_roster_items: int = 2000
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.offline_max_messages": (0, 1_000_000),
     "limits.max_sessions_per_account": (1, 10_000),
     "limits.max_directed_presences": (1, 1_000_000),
+    "limits.max_roster_items": (1, 1_000_000),
     "c2s.auth_timeout": (1, 3600),
     "c2s.tcp_keepalive": (0, 86400),
     "c2s.resume_timeout": (0, 86400),

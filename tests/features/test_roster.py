@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -298,3 +299,45 @@ async def test_stream_features_advertise_rosterver_and_preapproval(h: Harness) -
     tags = {el.tag for el in h.host().stream_features}
     assert "{urn:xmpp:features:rosterver}ver" in tags
     assert "{urn:xmpp:features:pre-approval}sub" in tags
+
+
+async def test_roster_size_is_bounded(tmp_path: Path) -> None:
+    """limits.max_roster_items: a new contact beyond it, by roster set or by a
+    subscription request, is <policy-violation/>; existing items still change; a
+    flood of strangers' subscription requests is not stored beyond it."""
+    from descant.config import LimitsConfig
+
+    h = await Harness.create(tmp_path, limits=LimitsConfig(max_roster_items=2))
+    try:
+        alice = await h.online("alice@localhost/a")
+        for n in (1, 2):
+            ok = await h.iq(
+                alice,
+                f"<iq type='set'><query xmlns='jabber:iq:roster'><item jid='c{n}@remote.test'/>"
+                "</query></iq>",
+            )
+            assert ok.get("type") == "result"
+        full = await h.iq(
+            alice,
+            "<iq type='set'><query xmlns='jabber:iq:roster'><item jid='c3@remote.test'/>"
+            "</query></iq>",
+        )
+        assert error_condition(full) == "policy-violation"
+        rename = await h.iq(
+            alice,
+            "<iq type='set'><query xmlns='jabber:iq:roster'>"
+            "<item jid='c1@remote.test' name='One'/></query></iq>",
+        )
+        assert rename.get("type") == "result"
+        alice.take()
+        await h.send(alice, "<presence to='c4@remote.test' type='subscribe'/>")
+        err = one(alice.take(), "presence", type="error")
+        assert error_condition(err) == "policy-violation"
+        for n in range(5):
+            await h.inject(
+                f"<presence from='s{n}@remote.test' to='alice@localhost' type='subscribe'/>"
+            )
+        pending = await h.server.storage.roster.list_pending_in("localhost", "alice")
+        assert len(pending) == 2
+    finally:
+        await h.stop()

@@ -244,11 +244,8 @@ class PresenceModule(Module):
         if not await self._directed(session, ev.to, type_):
             limit = self.server.config.limits.max_directed_presences
             self.log.info("%s: directed presence refused, %d tracked", session.jid, limit)
-            err = StanzaError("resource-constraint", f"at most {limit} directed presences")
-            reply = error_reply(stanza, err)
-            reply.attrib.pop("from", None)
-            reply.set("to", str(session.jid))
-            session.send(reply)
+            text = f"at most {limit} directed presences"
+            session.send(_error_to(session, stanza, text, "resource-constraint"))
             return True
         return None  # the router delivers it
 
@@ -360,6 +357,12 @@ class PresenceModule(Module):
         out: list[ET.Element] = []
         async with self.roster.lock(user):
             item = await self.roster.get_item(user, contact)
+            if item is None and type_ == "subscribe" and await self.roster.full(user):
+                # A subscription request makes a roster item: none beyond the limit.
+                if ev.origin is not None:
+                    full = "the roster is full"
+                    ev.origin.send(_error_to(ev.origin, ev.stanza, full, "policy-violation"))
+                return
             pending_in = contact in await self._pending_in(user)
             old = SubState.of(item, pending_in)
             route, new = outbound(type_, old)
@@ -445,7 +448,18 @@ class PresenceModule(Module):
         out: list[ET.Element] = []
         async with self.roster.lock(user):
             item = await self.roster.get_item(user, contact)
-            pending_in = contact in await self._pending_in(user)
+            pending = await self._pending_in(user)
+            pending_in = contact in pending
+            if (
+                type_ == "subscribe"
+                and not pending_in
+                and item is None
+                and len(pending) >= self.server.config.limits.max_roster_items
+            ):
+                # Requests waiting for an answer are bounded like the roster: a flood
+                # of strangers' requests is dropped, not stored (logged once each).
+                self.log.info("%s: subscription request from %s dropped", user_bare, contact)
+                return
             old = SubState.of(item, pending_in)
             deliver, new = inbound(type_, old)
             approved = bool(item and item.approved)
@@ -481,9 +495,11 @@ class PresenceModule(Module):
         await self._route(out)
 
 
-def _error_to(session: Session, stanza: ET.Element, text: str) -> ET.Element:
-    """A <bad-request/> answer to the session for a presence it sent."""
-    reply = error_reply(stanza, StanzaError("bad-request", text))
+def _error_to(
+    session: Session, stanza: ET.Element, text: str, condition: str = "bad-request"
+) -> ET.Element:
+    """An error answer to the session for a presence it sent."""
+    reply = error_reply(stanza, StanzaError(condition, text))
     reply.attrib.pop("from", None)
     reply.set("to", str(session.jid))
     return reply

@@ -170,6 +170,14 @@ class RosterModule(Module):
             return (await self._entry(user)).items.get(jid)
         return await self.host.storage.roster.get_item(self.host.domain, user, jid)
 
+    async def full(self, user: str) -> bool:
+        """The roster holds ``limits.max_roster_items`` items: no new contact goes in."""
+        limit = self.server.config.limits.max_roster_items
+        if len(await self.get_roster(user)) < limit:
+            return False
+        self.log.info("%s@%s: roster full (%d items)", user, self.host.domain, limit)
+        return True
+
     async def set_item(self, user: str, item: RosterItem, push: bool = True) -> str:
         """Store an item (insert or replace), push it; return the new roster version."""
         cached = self._cache.get(user)
@@ -291,6 +299,10 @@ class RosterModule(Module):
             return await self._remove(ev, user, update.jid)
         async with self.lock(user):
             old = await self.get_item(user, update.jid)
+            if old is None and await self.full(user):
+                full = StanzaError("policy-violation", "the roster is full")
+                await self.answer(ev, error_reply(ev.stanza, full))
+                return True
             # A roster set never changes subscription, ask or approval (§2.1.2.5).
             item = RosterItem(
                 jid=update.jid,
