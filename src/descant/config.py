@@ -170,6 +170,8 @@ class LimitsConfig:
     # Contacts one roster may hold, and subscription requests waiting for an answer;
     # a new contact beyond it is <policy-violation/>, further requests are dropped.
     max_roster_items: int = 2000
+    # Rooms one account may own on a MUC service; creating one more is <not-allowed/>.
+    max_rooms_per_account: int = 100
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_sessions_per_account": (1, 10_000),
     "limits.max_directed_presences": (1, 1_000_000),
     "limits.max_roster_items": (1, 1_000_000),
+    "limits.max_rooms_per_account": (1, 1_000_000),
     "c2s.auth_timeout": (1, 3600),
     "c2s.tcp_keepalive": (0, 86400),
     "c2s.resume_timeout": (0, 86400),

@@ -210,3 +210,26 @@ async def test_7_12_reserved_nick_discovery_is_empty(h: Harness) -> None:
     assert answer.get("type") == "result"
     query = answer.find(f"{{{INFO}}}query")
     assert query is not None and query.get("node") == "x-roomuser-item" and not len(query)
+
+
+async def test_rooms_one_account_may_own_are_bounded(tmp_path: Path) -> None:
+    """limits.max_rooms_per_account: creating one more room is <not-allowed/>; joining
+    rooms others own is not limited by it."""
+    from descant.config import LimitsConfig
+
+    h = await Harness.create(tmp_path, limits=LimitsConfig(max_rooms_per_account=2))
+    try:
+        alice = await h.online("alice@localhost/a")
+        for n in (1, 2):
+            await h.send(alice, f"<presence to='r{n}@{SERVICE}/al'/>")
+        alice.take()
+        await h.send(alice, f"<presence to='r3@{SERVICE}/al'/>")
+        err = one(alice.take(), "presence", type="error")
+        assert error_condition(err) == "not-allowed"
+        bob = await h.online("bob@localhost/b")
+        await h.send(bob, f"<presence to='r4@{SERVICE}/bob'/>")
+        bob.take()
+        await h.send(alice, f"<presence to='r4@{SERVICE}/al'/>")
+        assert not [p for p in alice.take() if p.get("type") == "error"]
+    finally:
+        await h.stop()

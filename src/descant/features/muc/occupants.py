@@ -81,6 +81,11 @@ async def join(svc: MUCService, room: Room | None, ev: StanzaEvent) -> None:
         if not svc.may_create(frm):
             await svc.error(stanza, "not-allowed", "you may not create rooms here")
             return
+        limit = svc.server.config.limits.max_rooms_per_account
+        if svc.owned(frm) >= limit:
+            svc.log.info("%s may not create %s: owns %d rooms", frm.bare, ev.to.bare, limit)
+            await svc.error(stanza, "not-allowed", f"you own {limit} rooms already")
+            return
         if not nick.strip():
             await svc.error(stanza, "jid-malformed", "the nickname is empty")
             return

@@ -110,6 +110,11 @@ class MUCService(Module):
             return True
         return jid.domain in self.server.config.server.domains
 
+    def owned(self, jid: JID) -> int:
+        """Rooms of this service ``jid`` (its account) owns."""
+        bare = str(jid.bare)
+        return sum(1 for room in self.rooms.values() if room.affiliations.get(bare) == "owner")
+
     def create_room(self, name: str, owner: JID, locked: bool) -> Room:
         room = Room(JID(name, self.host.domain, ""), history_length=self.options.history_length)
         room.affiliations[str(owner.bare)] = "owner"
