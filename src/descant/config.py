@@ -172,6 +172,8 @@ class LimitsConfig:
     max_roster_items: int = 2000
     # Rooms one account may own on a MUC service; creating one more is <not-allowed/>.
     max_rooms_per_account: int = 100
+    # Private XML documents (one per namespace, XEP-0049) one account may store.
+    max_private_documents: int = 100
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_directed_presences": (1, 1_000_000),
     "limits.max_roster_items": (1, 1_000_000),
     "limits.max_rooms_per_account": (1, 1_000_000),
+    "limits.max_private_documents": (1, 100_000),
     "c2s.auth_timeout": (1, 3600),
     "c2s.tcp_keepalive": (0, 86400),
     "c2s.resume_timeout": (0, 86400),

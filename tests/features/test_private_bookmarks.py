@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.features.test_pep import EVENT, PUBSUB, events, with_caps
 from tests.harness import Harness, dump, error_condition
 
@@ -142,3 +144,22 @@ async def test_legacy_save_republishes_only_changes_and_keeps_extensions_xep0402
     conf = items.find(f".//{{{NODE}}}conference")
     assert conf is not None and conf.get("name") == "Renamed"
     assert conf.findtext(f"{{{NODE}}}extensions/{{urn:example:client}}state") == "pinned"
+
+
+async def test_private_documents_per_account_are_bounded(tmp_path: Path) -> None:
+    from descant.config import LimitsConfig
+
+    h = await Harness.create(tmp_path, limits=LimitsConfig(max_private_documents=2))
+    try:
+        alice = await h.online("alice@localhost/a")
+        for n in (1, 2):
+            r = await h.iq(alice, private("set", f"<d xmlns='urn:doc:{n}'>{n}</d>"))
+            assert r.get("type") == "result"
+        full = await h.iq(alice, private("set", "<d xmlns='urn:doc:3'>3</d>"))
+        assert error_condition(full) == "resource-constraint"
+        again = await h.iq(alice, private("set", "<d xmlns='urn:doc:1'>new</d>"))
+        assert again.get("type") == "result"  # replacing one is not one more
+        legacy = f"<storage xmlns='{LEGACY}'><conference jid='r@conference.localhost'/></storage>"
+        assert (await h.iq(alice, private("set", legacy))).get("type") == "result"  # in PEP
+    finally:
+        await h.stop()

@@ -303,6 +303,21 @@ async def test_keyval_set_get_overwrite_delete(storage: Storage) -> None:
     assert await kv.get(H, "bob", "private", "storage:bookmarks") is None
 
 
+async def test_keyval_count_per_user_and_store(storage: Storage) -> None:
+    kv = storage.keyval
+    assert await kv.count(H, "alice", "private") == 0
+    for key in ("a", "b", "c"):
+        await kv.set(H, "alice", "private", key, "<x/>")
+    await kv.set(H, "alice", "private", "a", "<y/>")  # replaced, not added
+    await kv.set(H, "alice", "vcard", "", "<vCard/>")
+    await kv.set(H, "bob", "private", "a", "<x/>")
+    assert await kv.count(H, "alice", "private") == 3
+    await kv.set(H, "alice", "private", "b", None)
+    assert await kv.count(H, "alice", "private") == 2
+    assert await kv.count(H, "alice", "vcard") == 1
+    assert await kv.count(H, "bob", "private") == 1
+
+
 async def test_keyval_empty_string_is_a_value(storage: Storage) -> None:
     await storage.keyval.set(H, "alice", "prefs", "k", "")
     assert await storage.keyval.get(H, "alice", "prefs", "k") == ""

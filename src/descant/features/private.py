@@ -52,11 +52,27 @@ class PrivateModule(Module):
                 return await self.answer(ev, iq_result(ev.stanza, out))
             if any(len(serialize(doc)) > self.max_size for doc in query):
                 raise StanzaError("not-acceptable", "the document is too large")
+            await self._room_for(ev.to.local, keys)
             for key, doc in zip(keys, query, strict=True):
                 await self.set(ev.to.local, key, doc)
         except StanzaError as exc:
             return await self.answer(ev, error_reply(ev.stanza, exc))
         return await self.answer(ev, iq_result(ev.stanza))
+
+    async def _room_for(self, user: str, keys: list[str]) -> None:
+        """``limits.max_private_documents`` per account: new namespaces beyond it are
+        <resource-constraint/>; replacing a stored one always works."""
+        limit = self.server.config.limits.max_private_documents
+        kv = self.host.storage.keyval
+        new = [
+            k
+            for k in set(keys)
+            if not self.host.events.has(f"private-set/{k}")  # kept elsewhere (bookmarks)
+            and await kv.get(self.host.domain, user, _STORE, k) is None
+        ]
+        if new and await kv.count(self.host.domain, user, _STORE) + len(new) > limit:
+            self.log.info("%s: private storage full (%d documents)", user, limit)
+            raise StanzaError("resource-constraint", f"at most {limit} private documents")
 
     async def get(self, user: str, key: str, empty: ET.Element) -> ET.Element:
         owned = await self.host.events.fire(f"private-get/{key}", user)

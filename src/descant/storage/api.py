@@ -122,6 +122,9 @@ class KeyValueStore(Protocol):
     async def set(self, host: str, user: str, store: str, key: str, value: str | None) -> None:
         """Store a value; None deletes it."""
 
+    async def count(self, host: str, user: str, store: str) -> int:
+        """How many keys the user has in ``store``."""
+
 
 class UnknownArchiveId(StorageError):
     """An archive query named a message id the archive does not hold."""

@@ -177,6 +177,9 @@ class MemoryKeyValueStore:
         else:
             self._data.keyval[(host, user, store, key)] = value
 
+    async def count(self, host: str, user: str, store: str) -> int:
+        return sum(1 for k in self._data.keyval if k[:3] == (host, user, store))
+
 
 class MemoryRoomStore:
     def __init__(self, data: _Data) -> None:

@@ -415,6 +415,15 @@ class SqlKeyValueStore:
             value,
         )
 
+    async def count(self, host: str, user: str, store: str) -> int:
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM keyval WHERE host = ? AND username = ? AND store = ?",
+            host,
+            user,
+            store,
+        )
+        return 0 if row is None else int(row[0])
+
 
 class SqlRoomStore:
     def __init__(self, db: Database) -> None:
