@@ -174,6 +174,10 @@ class LimitsConfig:
     max_rooms_per_account: int = 100
     # Private XML documents (one per namespace, XEP-0049) one account may store.
     max_private_documents: int = 100
+    # Remote domains an account's stanzas may make the server connect to, per hour,
+    # besides its contacts' (each costs a DNS lookup and connection attempts); beyond
+    # it, <policy-violation/>.
+    max_remote_domains_per_hour: int = 100
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_roster_items": (1, 1_000_000),
     "limits.max_rooms_per_account": (1, 1_000_000),
     "limits.max_private_documents": (1, 100_000),
+    "limits.max_remote_domains_per_hour": (1, 1_000_000),
     "c2s.auth_timeout": (1, 3600),
     "c2s.tcp_keepalive": (0, 86400),
     "c2s.resume_timeout": (0, 86400),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.badinput.raw import close_quietly, ping
+from tests.badinput.raw import close_quietly, login, next_stanza, ping, stanza_error
 from tests.live import LiveServer, RawClient
 
 
@@ -43,3 +43,40 @@ async def test_sessions_per_account_rfc6120_7_6_2_1(make_server: Any) -> None:
         assert "bind refused, 2 sessions already" in srv.log()
     finally:
         await close_quietly(first, second, third)
+
+
+async def test_new_remote_domains_per_account_are_bounded(make_server: Any) -> None:
+    """limits.max_remote_domains_per_hour: an account cannot make the server dial any
+    number of domains (a DNS lookup and connection attempts each); its contacts'
+    domains do not count."""
+    from tests.live import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    domains = ("d1.test", "d2.test", "d3.test", "friend.test")
+    srv: LiveServer = make_server(
+        limits={"max_remote_domains_per_hour": 2},
+        s2s={"routes": {d: dead for d in domains}, "connect_timeout": 0.3},
+    )
+    c, _ = await login(srv, "dialer")
+    try:
+        await c.send(
+            "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'>"
+            "<item jid='pal@friend.test'/></query></iq>"
+        )
+        for n, domain in enumerate(domains):
+            await c.send(
+                f"<message to='x@{domain}' id='m{n}' type='chat'><body>hi</body></message>"
+            )
+        errors = {}
+        while len(errors) < 4:
+            el = await next_stanza(c, timeout=10)
+            if el.tag.endswith("message") and el.get("type") == "error":
+                errors[el.get("id")] = stanza_error(el)
+        assert errors["m2"] == "policy-violation"  # the third new domain
+        assert {errors["m0"], errors["m1"], errors["m3"]} <= {
+            "remote-server-not-found",
+            "remote-server-timeout",
+        }  # dialled (and unreachable): the two allowed, and the contact's domain
+        assert "no new connection to d3.test" in srv.log()
+    finally:
+        await close_quietly(c)

@@ -20,7 +20,9 @@ import asyncio
 import logging
 import secrets
 import ssl
+import time
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from descant.errors import StanzaError
@@ -36,6 +38,41 @@ if TYPE_CHECKING:
     from descant.server import Server
 
 log = logging.getLogger(__name__)
+
+
+class DialBudget:
+    """New remote domains each account made the server connect to in the last hour,
+    bounded per account (``limit``) and in accounts tracked (least recent dropped)."""
+
+    window = 3600.0
+    max_accounts = 10_000
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._by_account: OrderedDict[str, dict[str, float]] = OrderedDict()
+
+    def _recent(self, account: str) -> dict[str, float]:
+        dials = self._by_account.get(account)
+        if dials is None:
+            return {}
+        now = time.monotonic()
+        for domain in [d for d, t in dials.items() if now - t > self.window]:
+            del dials[domain]
+        return dials
+
+    def seen(self, account: str, domain: str) -> bool:
+        return domain in self._recent(account)
+
+    def allow(self, account: str, domain: str) -> bool:
+        dials = self._recent(account)
+        if len(dials) >= self.limit:
+            return False
+        self._by_account[account] = dials
+        self._by_account.move_to_end(account)
+        dials[domain] = time.monotonic()
+        while len(self._by_account) > self.max_accounts:
+            self._by_account.popitem(last=False)
+        return True
 
 
 class S2SManager:
@@ -54,6 +91,7 @@ class S2SManager:
         # One task per incoming connection, bounded by the per-address limit.
         self._conns = TaskGroup("s2s connections", limit=1 << 30)
         self.per_ip = PerAddress(server.config.limits.max_connections_per_ip)
+        self.dials = DialBudget(server.config.limits.max_remote_domains_per_hour)
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -113,8 +151,37 @@ class S2SManager:
         stanza, frm, to = args
         if self.stopping or not self.is_local(frm.domain) or not to.domain:
             return None
+        if (
+            (frm.domain, to.domain) not in self.outgoing
+            and frm.local
+            and not await self._may_dial(frm, to.domain)
+        ):
+            await self.server.router.bounce(
+                stanza, StanzaError("policy-violation", "too many new remote domains")
+            )
+            return True
         self.session_for(frm.domain, to.domain).send(stanza)
         return True
+
+    async def _may_dial(self, account: JID, domain: str) -> bool:
+        """Whether an account's stanza may make the server connect to a domain it has no
+        stream to: always for its contacts' domains, else within
+        ``limits.max_remote_domains_per_hour`` new domains (each costs a DNS lookup and
+        connection attempts)."""
+        bare = str(account.bare)
+        if self.dials.seen(bare, domain):
+            return True
+        host = self.server.hosts.get(account.domain)
+        roster = host.modules.get("roster") if host is not None else None
+        if roster is not None and any(
+            jid.partition("@")[2].partition("/")[0] == domain
+            for jid in await roster.get_roster(account.local)  # type: ignore[attr-defined]
+        ):
+            return True
+        if self.dials.allow(bare, domain):
+            return True
+        log.info("%s: no new connection to %s, too many new domains this hour", bare, domain)
+        return False
 
     def session_for(self, local: str, remote: str) -> OutgoingSession:
         session = self.outgoing.get((local, remote))
