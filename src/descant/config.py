@@ -160,6 +160,9 @@ class LimitsConfig:
     auth_failure_window: float = 60.0
     # Bytes a c2s connection may send per second before reading is paused.
     c2s_rate: int = 1048576
+    # Stanzas per second one client connection may send (bursts of a second's worth);
+    # beyond it the connection is slowed down, nothing is dropped.
+    c2s_stanza_rate: int = 500
     offline_max_messages: int = 1000
     # Sessions (bound resources) one account may have at once; binding another is
     # <resource-constraint/> (RFC 6120 §7.6.2.1). A resource rebound replaces its holder.
@@ -209,6 +212,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "limits.max_auth_failures": (1, 1000),
     "limits.auth_failure_window": (1, 86400),
     "limits.c2s_rate": (1024, 1 << 40),
+    "limits.c2s_stanza_rate": (1, 1_000_000),
     "limits.offline_max_messages": (0, 1_000_000),
     "limits.max_sessions_per_account": (1, 10_000),
     "limits.max_directed_presences": (1, 1_000_000),

@@ -80,3 +80,35 @@ async def test_new_remote_domains_per_account_are_bounded(make_server: Any) -> N
         assert "no new connection to d3.test" in srv.log()
     finally:
         await close_quietly(c)
+
+
+async def test_stanza_rate_slows_a_flood_and_loses_nothing(make_server: Any) -> None:
+    """limits.c2s_stanza_rate: past it the connection is slowed (backpressure), every
+    stanza still answered in order, and another user is not slowed with it."""
+    import time
+
+    srv: LiveServer = make_server(limits={"c2s_stanza_rate": 10})
+    flood, _ = await login(srv, "flood")
+    other, _ = await login(srv, "calm")
+    try:
+        started = time.monotonic()
+        await flood.send(
+            "".join(
+                f"<iq type='get' id='p{n}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+                for n in range(30)
+            )
+        )
+        calm_started = time.monotonic()
+        await ping(other)
+        assert time.monotonic() - calm_started < 1.0  # the other user is not slowed
+        answered = []
+        while len(answered) < 30:
+            el = await next_stanza(flood, timeout=10)
+            if el.tag.endswith("iq"):
+                assert el.get("type") == "result"
+                answered.append(el.get("id"))
+        assert answered == [f"p{n}" for n in range(30)]
+        assert time.monotonic() - started > 1.5  # 20 past the burst at 10/s
+        assert "over 10 stanzas/s, slowed down" in srv.log()
+    finally:
+        await close_quietly(flood, other)
