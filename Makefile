@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck peers js bench clean
+.PHONY: run test lint typecheck peers js bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(STAMP) peers $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Longer property runs than `make test` does (5,000 examples per property).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/unit/test_parser_properties.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info $(JS_DIR)/node_modules
