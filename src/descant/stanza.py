@@ -101,3 +101,20 @@ def valid_iq(iq: ET.Element) -> bool:
     if not iq.get("id") or type_ not in IQ_TYPES:
         return False
     return len(iq) == 1 if type_ in ("get", "set") else True
+
+
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def drop_qualified_attributes(stanza: ET.Element) -> None:
+    """Remove attributes in a namespace (``x:from``, …) from a stanza entering the
+    server: none is defined on stanzas but xml:lang, and a client reading attributes
+    by local name could take ``x:from`` for the sender (RFC 6120 §8.1.2.1)."""
+    attrib = stanza.attrib
+    for key in attrib:
+        if key[0] == "{" and key != _XML_LANG:
+            break
+    else:
+        return  # the usual case: nothing qualified, nothing copied
+    for key in [k for k in attrib if k[0] == "{" and k != _XML_LANG]:
+        del attrib[key]

@@ -454,3 +454,16 @@ def test_error_carries_the_elements_completed_before_it_rfc6120_4_9() -> None:
     assert info.value.condition == "restricted-xml"
     assert [el.tag for el in info.value.completed] == ["message", "presence"]  # type: ignore[attr-defined]
     assert p.feed(b"<message/>") == []  # the stream is over
+
+
+def test_a_stream_header_inside_the_stream_is_refused_at_its_start_tag() -> None:
+    import pytest
+
+    from descant.errors import StreamError
+    from descant.xml.parser import StreamParser
+
+    p = StreamParser()
+    p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+    with pytest.raises(StreamError) as err:
+        p.feed(b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' from='x'>")
+    assert err.value.condition == "invalid-xml"

@@ -180,3 +180,21 @@ def test_payload_key_names_first_child_namespace_and_tag() -> None:
     assert payload_key(el) is None
     ET.SubElement(el, "session")
     assert payload_key(el) == "jabber:client:session"
+
+
+def test_qualified_attributes_are_dropped_at_entry_rfc6120_8_1_2_1() -> None:
+    import xml.etree.ElementTree as ET
+
+    from descant.stanza import drop_qualified_attributes
+
+    el = ET.Element(
+        "message",
+        {
+            "to": "b@x",
+            "{jabber:client}from": "boss@x",
+            "{urn:evil}to": "c@x",
+            "{http://www.w3.org/XML/1998/namespace}lang": "en",
+        },
+    )
+    drop_qualified_attributes(el)
+    assert el.attrib == {"to": "b@x", "{http://www.w3.org/XML/1998/namespace}lang": "en"}

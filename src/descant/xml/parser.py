@@ -53,6 +53,9 @@ class StreamClosed:
 Event = StreamOpened | ET.Element | StreamClosed
 
 
+_NESTED_HEADER = "{http://etherx.jabber.org/streams}stream"
+
+
 class StreamParser:
     """Parses one stream instance into header, top-level elements and close.
 
@@ -200,6 +203,10 @@ class StreamParser:
             raise StreamError("policy-violation", "element nesting too deep")
         el = ET.Element(self._qname(name), self._attrs(attrs))
         if depth == 1:
+            if el.tag == _NESTED_HEADER:
+                # A second header inside the stream would swallow what follows into
+                # one unfinished element: refused at its start tag.
+                raise StreamError("invalid-xml", "a stream header inside the stream")
             self._stanza_start = self._p.CurrentByteIndex
         else:
             self._stack[-1].append(el)
