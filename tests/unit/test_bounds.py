@@ -66,3 +66,26 @@ async def test_dialback_verifications_that_time_out_leave_nothing() -> None:
     )
     assert results == [False] * 50
     assert out._verify_waiters == {}
+
+
+async def test_bounce_tasks_are_owned_and_bounded() -> None:
+    """Bounces of undeliverable stanzas run in a bounded task group, not in tasks
+    created and forgotten."""
+    from descant.errors import StanzaError
+    from descant.s2s.manager import S2SManager
+
+    release = asyncio.Event()
+
+    class Router:
+        async def bounce(self, stanza: ET.Element, err: StanzaError) -> None:
+            await release.wait()
+
+    server = Server(Config(), MemoryStorage())
+    server.router = Router()  # type: ignore[assignment]
+    manager = S2SManager(server)
+    for _ in range(1500):
+        manager.bounce([ET.Element("message")], StanzaError("remote-server-not-found"))
+    assert len(manager._bounces) == 1000
+    release.set()
+    await manager._bounces.wait(5)
+    assert len(manager._bounces) == 0

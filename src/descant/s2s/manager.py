@@ -23,7 +23,7 @@ import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
 from descant.jid import JID
@@ -85,7 +85,8 @@ class S2SManager:
         self.tls_server: ssl.SSLContext | None = None
         self.tls_server_verify: ssl.SSLContext | None = None
         self._listeners: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Bounces of undeliverable stanzas, owned and bounded (past it, logged and dropped).
+        self._bounces = TaskGroup("s2s bounces", limit=1000)
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.stopping = False
         # One task per incoming connection, bounded by the per-address limit.
@@ -123,8 +124,7 @@ class S2SManager:
             await inc.close("system-shutdown")
         for srv in self._listeners:
             await srv.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._bounces.close(1.0)
         await self._conns.close(1.0)
 
     def _made(self, transport: TCPTransport) -> None:
@@ -205,9 +205,7 @@ class S2SManager:
                 except Exception:
                     log.exception("bouncing a stanza failed")
 
-        task = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._bounces.spawn(run())
 
     # -- identity and policy ---------------------------------------------------------------
 
