@@ -35,7 +35,7 @@ from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse
 from descant.net.connection import StreamConnection
 from descant.net.tcp import TCPTransport
-from descant.stanza import STANZA_KINDS, drop_qualified_attributes, error_reply
+from descant.stanza import STANZA_KINDS, error_reply
 from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.tasks import TaskGroup
 from descant.xml import ns
@@ -134,7 +134,6 @@ class ComponentSession(StreamConnection):
             if el.get("type") != "error":
                 self.send(_error_to(el, StanzaError("jid-malformed", "missing or invalid to")))
             return
-        drop_qualified_attributes(el)
         await self.server.router.process(el)
 
 

@@ -47,7 +47,7 @@ from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse, prep_resource
 from descant.net.connection import StreamConnection
 from descant.net.transport import Transport
-from descant.stanza import STANZA_KINDS, drop_qualified_attributes, error_reply, iq_result, valid_iq
+from descant.stanza import STANZA_KINDS, error_reply, iq_result, valid_iq
 from descant.stream.protocol import TCP, StreamClosed, StreamOpened
 from descant.xml import ns
 
@@ -536,7 +536,6 @@ class ClientStream(StreamConnection):
         if err is None and el.tag == "iq" and not valid_iq(el):
             err = StanzaError("bad-request", "an iq needs an id, a type, and get/set one child")
         el.set("from", jid_str)
-        drop_qualified_attributes(el)
         if err is None:
             await self.server.router.process(el, session)
         elif not _never_answered(el):

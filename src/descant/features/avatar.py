@@ -136,7 +136,7 @@ class AvatarModule(Module):
             data = base64.b64decode("".join(binval.split()), validate=True)
         except (binascii.Error, ValueError):
             return  # not base64: the vCard keeps it, no PEP avatar is made
-        sha1 = hashlib.sha1(data).hexdigest()
+        sha1 = self.hashes[user]  # of these very bytes: they decoded strictly
         type_ = (photo.findtext(f"{{{VCARD}}}TYPE") if photo is not None else None) or "image/png"
         payload = ET.Element(f"{{{DATA}}}data")
         payload.text = base64.b64encode(data).decode()

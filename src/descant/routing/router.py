@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
 from descant.jid import JID, InvalidJID, parse
-from descant.stanza import error_reply, payload_key
+from descant.stanza import drop_qualified_attributes, error_reply, payload_key
 
 if TYPE_CHECKING:
     from descant.host import Host
@@ -91,7 +91,9 @@ class Router:
     async def process(self, stanza: ET.Element, origin: Session | None = None) -> None:
         """Route a stanza that just entered from a stream, behind a fault boundary: a
         handler's exception costs that stanza (answered <internal-server-error/> and
-        logged), not the stream it came on."""
+        logged), not the stream it came on. Qualified attributes (``x:from``) are
+        dropped here, at the one entry of client, server and component stanzas."""
+        drop_qualified_attributes(stanza)
         try:
             await self.route(stanza, origin)
         except Exception:

@@ -36,7 +36,7 @@ from descant.net import tls
 from descant.net.connection import StreamConnection
 from descant.net.tcp import TCPTransport
 from descant.s2s import dialback
-from descant.stanza import STANZA_KINDS, drop_qualified_attributes, valid_iq
+from descant.stanza import STANZA_KINDS, valid_iq
 from descant.stream.protocol import StreamClosed, StreamOpened
 from descant.xml import ns
 
@@ -264,5 +264,4 @@ class IncomingSession(S2SStream):
                 await self.server.router.bounce(el, err)
             return
         self.last_active = time.monotonic()
-        drop_qualified_attributes(el)
         await self.server.router.process(el)

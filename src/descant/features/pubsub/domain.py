@@ -18,7 +18,6 @@ from descant.features.pubsub.config import NodeConfig
 from descant.features.pubsub.names import META_DATA, OWNER, PUBSUB, SERVICE_FEATURES
 from descant.features.pubsub.protocol import PubSubModule
 from descant.features.pubsub.service import Service
-from descant.features.roster import RosterModule
 from descant.jid import JID
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
@@ -51,16 +50,12 @@ class PubSubServiceModule(PubSubModule):
             self.host.storage.pubsub,
             SERVICE_DEFAULTS,
             self.options.max_items,
-            self._roster,
+            self.roster_entry,
             max_payload=self.options.max_payload,
             max_nodes=self.options.max_nodes,
         )
         self.hook_iq("get", "host", f"{ns.DISCO_INFO}:query", self.disco_info)
         self.hook_iq("get", "host", f"{ns.DISCO_ITEMS}:query", self.disco_items)
-        self.hook("iq-result/host", self._ignore)
-
-    async def _ignore(self, ev: StanzaEvent) -> bool:
-        return True
 
     async def service_for(self, ev: StanzaEvent) -> Service | None:
         return self.core
@@ -69,15 +64,6 @@ class PubSubServiceModule(PubSubModule):
         if self.options.node_creation == "anyone":
             return True
         return who.domain in self.server.config.server.domains and bool(who.local)
-
-    async def _roster(self, owner: str, requester: str) -> tuple[str, tuple[str, ...]] | None:
-        local, _, domain = owner.partition("@")
-        host = self.server.hosts.get(domain)
-        roster = host.modules.get("roster") if host is not None else None
-        if not isinstance(roster, RosterModule):
-            return None
-        item = await roster.get_item(local, requester)
-        return None if item is None else (item.subscription, item.groups)
 
     async def disco_info(self, ev: StanzaEvent) -> bool:
         name = ev.stanza[0].get("node")

@@ -99,7 +99,7 @@ class PEPModule(PubSubModule):
             self.host.storage.pubsub,
             PEP_DEFAULTS,
             options.max_items,
-            self._roster,
+            self.roster_entry,
             owner=bare,
             max_payload=options.max_payload,
             max_nodes=options.max_nodes,
@@ -109,10 +109,6 @@ class PEPModule(PubSubModule):
         if len(self.services) > self.max_services:
             self.services.popitem(last=False)
         return service
-
-    async def _roster(self, owner: str, requester: str) -> tuple[str, tuple[str, ...]] | None:
-        item = await self.roster.get_item(owner.partition("@")[0], requester)
-        return None if item is None else (item.subscription, item.groups)
 
     async def service_for(self, ev: StanzaEvent) -> Service | None:
         user = ev.to.local

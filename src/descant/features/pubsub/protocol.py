@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from descant import forms
 from descant.errors import StanzaError
-from descant.features.pubsub.config import NodeConfig
 from descant.features.pubsub.names import (
     EVENT,
     NODE_CONFIG,
@@ -26,7 +25,8 @@ from descant.features.pubsub.names import (
     q,
     unsupported,
 )
-from descant.features.pubsub.service import Node, Published, Service, payload_of
+from descant.features.pubsub.service import AFFILIATIONS, Node, Published, Service, payload_of
+from descant.features.roster import RosterModule
 from descant.jid import JID, InvalidJID, parse
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
@@ -94,6 +94,17 @@ class PubSubModule(Module):
             if allowed[bare]:
                 out.append(jid)
         return out
+
+    async def roster_entry(self, owner: str, requester: str) -> tuple[str, tuple[str, ...]] | None:
+        """(subscription, groups) of ``requester`` in the roster of ``owner``, a local
+        account (presence and roster access models); None: not a contact, or not local."""
+        local, _, domain = owner.partition("@")
+        host = self.server.hosts.get(domain)
+        roster = host.modules.get("roster") if host is not None else None
+        if not isinstance(roster, RosterModule):
+            return None
+        item = await roster.get_item(local, requester)
+        return None if item is None else (item.subscription, item.groups)
 
     def may_create(self, service: Service, who: JID) -> bool:
         return service.affiliation(None, who) == "owner"
@@ -372,7 +383,7 @@ class PubSubModule(Module):
         for el in query[0].findall(q(OWNER, "affiliation")):
             jid = _bare(el.get("jid"))
             aff = el.get("affiliation", "")
-            if aff not in ("owner", "publisher", "publish-only", "member", "none", "outcast"):
+            if aff not in AFFILIATIONS:
                 raise StanzaError("bad-request", f"unknown affiliation {aff!r}")
             if jid == service.owner:
                 raise StanzaError("not-acceptable", "the account owns its PEP nodes")
@@ -418,11 +429,8 @@ class PubSubModule(Module):
         node = published.node
         if not node.config.deliver_notifications:
             return
-        event = ET.Element(q(EVENT, "event"))
-        items = ET.SubElement(event, q(EVENT, "items"), {"node": node.name})
-        item = ET.SubElement(items, q(EVENT, "item"), {"id": published.item.id})
-        if node.config.deliver_payloads and published.element is not None:
-            item.append(published.element)
+        payload = published.element if node.config.deliver_payloads else None
+        event, items = _items_event(node.name, published.item.id, payload)
         for dropped in published.dropped if node.config.notify_retract else ():
             ET.SubElement(items, q(EVENT, "retract"), {"id": dropped})
         await self.notify(service, node, event)
@@ -443,12 +451,8 @@ class PubSubModule(Module):
         """Items as notifications to one entity (the last item on subscription or
         presence, §6.1.7, XEP-0163 §4.3.4), with their publication time."""
         for item in items:
-            event = ET.Element(q(EVENT, "event"))
-            its = ET.SubElement(event, q(EVENT, "items"), {"node": node.name})
-            el = ET.SubElement(its, q(EVENT, "item"), {"id": item.id})
             payload = payload_of(item) if node.config.deliver_payloads else None
-            if payload is not None:
-                el.append(payload)
+            event, _ = _items_event(node.name, item.id, payload)
             msg = ET.Element("message", {"from": service.jid, "to": to, "type": "headline"})
             msg.append(event)
             if delayed:
@@ -458,6 +462,19 @@ class PubSubModule(Module):
                     {"from": service.jid, "stamp": format_stamp(item.stamp)},
                 )
             await self.server.router.route(msg)
+
+
+def _items_event(
+    node: str, item_id: str, payload: ET.Element | None
+) -> tuple[ET.Element, ET.Element]:
+    """``<event><items node=…><item id=…>payload</item></items></event>`` and its
+    ``<items/>`` (to add retractions to)."""
+    event = ET.Element(q(EVENT, "event"))
+    items = ET.SubElement(event, q(EVENT, "items"), {"node": node})
+    item = ET.SubElement(items, q(EVENT, "item"), {"id": item_id})
+    if payload is not None:
+        item.append(payload)
+    return event, items
 
 
 def event_retract(node: str, ids: list[str]) -> ET.Element:
@@ -495,9 +512,3 @@ def _bare(text: str | None) -> str:
         return str(parse(text or "").bare)
     except InvalidJID:
         raise StanzaError("jid-malformed") from None
-
-
-def config_of(service: Service, form: ET.Element | None) -> NodeConfig:
-    if form is None:
-        return service.defaults
-    return service.defaults.apply(_form_values(form, NODE_CONFIG), service.max_items)

@@ -38,7 +38,6 @@ from descant.xml.parser import parse_element
 from descant.xml.serialize import serialize
 
 AFFILIATIONS = ("owner", "publisher", "publish-only", "member", "none", "outcast")
-SUBSCRIPTION_STATES = ("subscribed", "none")
 
 # (subscription, groups) of a requester in an owner's roster; None: not in it.
 RosterLookup = Callable[[str, str], Awaitable[tuple[str, tuple[str, ...]] | None]]
@@ -352,12 +351,6 @@ class Service:
             return
         node.subscriptions[jid] = state
         await self.store.set_subscription(self.jid, node.name, jid, state)
-
-    def forget(self) -> None:
-        """Drop cached nodes (the service's data was removed, e.g. with its account)."""
-        self._nodes.clear()
-        self._live.clear()
-        self._names = None
 
 
 def payload_of(item: PubsubItem) -> ET.Element | None:
