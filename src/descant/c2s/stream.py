@@ -106,9 +106,10 @@ class ClientStream(StreamConnection):
         "_host",
         "_loop",
         "_out",
-        "_refilled",
+        "_rate",
+        "_sent",
         "_throttled",
-        "_tokens",
+        "_window",
         "auth_failures",
         "ip",
         "sasl",
@@ -130,9 +131,11 @@ class ClientStream(StreamConnection):
         self._loop = asyncio.get_running_loop()
         self._deadline: asyncio.TimerHandle | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
-        # Stanza rate (limits.c2s_stanza_rate): a token bucket, a second's worth full.
-        self._tokens = float(server.config.limits.c2s_stanza_rate)
-        self._refilled = self._loop.time()
+        # Stanza rate (limits.c2s_stanza_rate): stanzas counted in one-second windows,
+        # the clock read once per window's worth rather than per stanza.
+        self._rate = server.config.limits.c2s_stanza_rate
+        self._sent = 0
+        self._window = self._loop.time()
         self._throttled = False
 
     @property
@@ -512,19 +515,20 @@ class ClientStream(StreamConnection):
     async def _stanza(self, el: ET.Element) -> None:
         session = self.session
         assert session is not None
-        rate = self.server.config.limits.c2s_stanza_rate
-        now = self._loop.time()
-        tokens = min(float(rate), self._tokens + (now - self._refilled) * rate)
-        self._refilled = now
-        if tokens < 1.0:
-            # Past the rate, this stream waits (and so, once its buffer is full, stops
-            # being read: backpressure); nothing is dropped, nobody else waits.
-            if not self._throttled:
-                self._throttled = True
-                log.info("%s: over %d stanzas/s, slowed down", session.jid_str, rate)
-            await asyncio.sleep((1.0 - tokens) / rate)
-            tokens, self._refilled = 1.0, self._loop.time()
-        self._tokens = tokens - 1.0
+        sent = self._sent + 1
+        if sent >= self._rate:
+            now = self._loop.time()
+            wait = self._window + 1.0 - now
+            if wait > 0:
+                # Past the rate, this stream waits (and so, once its buffer is full,
+                # stops being read: backpressure); nothing is dropped, nobody else waits.
+                if not self._throttled:
+                    self._throttled = True
+                    log.info("%s: over %d stanzas/s, slowed down", session.jid_str, self._rate)
+                await asyncio.sleep(wait)
+                now = self._loop.time()
+            self._window, sent = now, 0
+        self._sent = sent
         jid_str = session.jid_str
         err: StanzaError | None = None
         to = el.get("to")
