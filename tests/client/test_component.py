@@ -133,3 +133,73 @@ async def test_unknown_component_domain(comp_server: LiveServer) -> None:
     raw, _ = await _raw_open(comp_server, "nope.localhost")
     out = await raw.read_to_eof()
     assert "<host-unknown" in out
+
+
+async def _raw_component(server: LiveServer) -> RawClient:
+    raw, stream_id = await _raw_open(server, "raw.localhost")
+    digest = hashlib.sha1((stream_id + "x").encode()).hexdigest()
+    await raw.send(f"<handshake>{digest}</handshake>")
+    await raw.read_until("<handshake")
+    return raw
+
+
+@pytest.mark.parametrize(
+    "stanza, condition",
+    [
+        ("<message to='{to}'><body>x</body></message>", "invalid-from"),
+        (
+            "<message xmlns:x='jabber:component:accept' x:from='a@raw.localhost' to='{to}'/>",
+            "invalid-from",
+        ),
+        ("<message from='raw.localhost.evil' to='{to}'><body>x</body></message>", "invalid-from"),
+        ("<message from='x@localhost' to='{to}'><body>x</body></message>", "invalid-from"),
+        (
+            "<stream:stream xmlns='jabber:component:accept' "
+            "xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>",
+            "invalid-xml",
+        ),
+        ("<message from='a@raw.localhost\x01' to='{to}'/>", "not-well-formed"),
+        (
+            "<message from='a@raw.localhost' to='{to}'><body>\xc0\xbc</body></message>",
+            "not-well-formed",
+        ),
+        ("<message from='a@raw.localhost' to='{to}' xmlns:xml='urn:evil'/>", "not-well-formed"),
+    ],
+)
+async def test_a_component_cannot_spoof(
+    comp_server: LiveServer, stanza: str, condition: str
+) -> None:
+    """XEP-0114 with RFC 6120 §8.1.2.2: a component sends only from its own domain,
+    and anything else it tries ends its stream; the local user receives nothing."""
+    jid, pw = await comp_server.make_user("alice")
+    alice = await connect_slixmpp(comp_server, jid, pw)
+    got: list[slixmpp.Message] = []
+    alice.add_event_handler("message", got.append)
+    raw = await _raw_component(comp_server)
+    try:
+        data = stanza.format(to=jid)
+        await raw.send(data.encode("latin-1") if "\xc0" in data else data)
+        out = await raw.read_to_eof()
+        assert f"<{condition} " in out, out
+        await asyncio.sleep(0.3)
+        assert got == []
+    finally:
+        raw.close()
+        await disconnect(alice)
+
+
+async def test_qualified_from_dropped_from_a_component(comp_server: LiveServer) -> None:
+    jid, pw = await comp_server.make_user("alice")
+    alice = await connect_slixmpp(comp_server, jid, pw)
+    raw = await _raw_component(comp_server)
+    try:
+        await raw.send(
+            f"<message from='bot@raw.localhost' to='{jid}' type='chat' xmlns:e='urn:evil'"
+            " e:from='admin@localhost'><body>hello</body></message>"
+        )
+        msg = await alice.next_message()
+        assert msg["from"].full == "bot@raw.localhost"
+        assert "admin@localhost" not in str(msg)
+    finally:
+        raw.close()
+        await disconnect(alice)

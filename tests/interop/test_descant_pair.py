@@ -436,3 +436,86 @@ async def test_outgoing_stream_speaks_dialback_as_xep0220_says(make_server: Any)
     finally:
         await disconnect(alice)
         listener.close()
+
+
+async def _authenticated_raw_s2s(a: LiveServer) -> RawClient:
+    """A raw stream into A on which b.test is verified by dialback (B confirms)."""
+    raw, sid = await _raw_s2s(a, "b.test", "a.test")
+    key = make_key(SECRET_B.encode(), "a.test", "b.test", sid)
+    await raw.send(f"<db:result from='b.test' to='a.test'>{key}</db:result>")
+    out = await raw.read_until("/>", timeout=15)
+    assert "type='valid'" in out, out
+    return raw
+
+
+@pytest.mark.parametrize(
+    "stanza, condition",
+    [
+        # No from at all, or one only in a namespace: the stream's domains are not claimed.
+        ("<message to='{to}'><body>x</body></message>", "invalid-from"),
+        ("<message xmlns:x='jabber:server' x:from='boss@a.test' to='{to}'/>", "invalid-from"),
+        # A domain this stream did not authenticate, even one of A's own.
+        ("<message from='boss@a.test' to='{to}'><body>x</body></message>", "invalid-from"),
+        # A second stream header inside the stream.
+        (
+            "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'"
+            " from='a.test' to='a.test' version='1.0'>",
+            "invalid-xml",
+        ),
+        # Characters and bytes XML forbids, and prefix tricks.
+        ("<message from='x@b.test\x00' to='{to}'><body>x</body></message>", "not-well-formed"),
+        ("<message from='x@b.test' to='{to}'><body>\xff\xfe</body></message>", "not-well-formed"),
+        (
+            "<message from='x@b.test' to='{to}' xmlns:xml='urn:evil'><body>x</body></message>",
+            "not-well-formed",
+        ),
+        (
+            "<?xml version='1.0' encoding='UTF-16'?><message from='x@b.test' to='{to}'/>",
+            "not-well-formed",
+        ),
+    ],
+)
+async def test_a_federated_peer_cannot_spoof(
+    pair: tuple[LiveServer, LiveServer], stanza: str, condition: str
+) -> None:
+    """RFC 6120 §8.1.2.2 and §13.8 over s2s: a peer sends only from the domains it
+    authenticated; whatever else it tries ends its stream with an error, and the
+    local user receives nothing of it."""
+    a, _ = pair
+    a_jid, a_pw = await a.make_user("alice", "a.test")
+    alice = await connect_slixmpp(a, a_jid, a_pw)
+    raw = await _authenticated_raw_s2s(a)
+    got: list[Any] = []
+    alice.add_event_handler("message", got.append)
+    try:
+        data = stanza.format(to=a_jid)
+        await raw.send(data.encode("latin-1") if "\xff" in data else data)
+        out = await raw.read_to_eof(timeout=10)
+        assert "<stream:error>" in out, out
+        assert f"<{condition} " in out, out
+        await asyncio.sleep(0.3)
+        assert got == []
+    finally:
+        raw.close()
+        await disconnect(alice)
+
+
+async def test_qualified_from_dropped_over_s2s(pair: tuple[LiveServer, LiveServer]) -> None:
+    """A namespaced ``from`` next to the real one reaches nobody: the local user sees
+    the authenticated sender only."""
+    a, _ = pair
+    a_jid, a_pw = await a.make_user("alice", "a.test")
+    alice = await connect_slixmpp(a, a_jid, a_pw)
+    raw = await _authenticated_raw_s2s(a)
+    try:
+        await raw.send(
+            f"<message from='x@b.test' to='{a_jid}' type='chat' xmlns:e='urn:evil'"
+            " e:from='boss@a.test'><body>hello</body></message>"
+        )
+        msg = await alice.next_message(timeout=10)
+        assert msg["body"] == "hello"
+        assert msg["from"].bare == "x@b.test"
+        assert "boss@a.test" not in str(msg)
+    finally:
+        raw.close()
+        await disconnect(alice)
