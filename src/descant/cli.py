@@ -155,22 +155,27 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
     problems: list[str] = []
     print(f"config: {cfg.path or 'embedded defaults'}")
     print(f"domains: {', '.join(cfg.server.domains)}")
+    own = set(cfg.tls.domains)
+    pairs = [(f'tls.domains."{d}"', p.cert, p.key, [d]) for d, p in cfg.tls.domains.items()]
     if cfg.tls.cert:
-        for path in (cfg.tls.cert, cfg.tls.key):
-            if not os.path.isfile(path):
-                problems.append(f"tls: {path} does not exist")
-        if not problems:
-            try:
-                names, expiry = describe(cfg.tls.cert)
-            except (ValueError, OSError) as exc:
-                problems.append(f"tls.cert: cannot read certificate: {exc}")
-            else:
-                for d in cfg.server.domains:
-                    if not covers(names, d):
-                        problems.append(f"tls.cert: does not cover {d} (names: {names})")
-                print(f"certificate expires {expiry:%Y-%m-%d}")
+        others = [d for d in cfg.server.domains if d not in own]
+        pairs.insert(0, ("tls", cfg.tls.cert, cfg.tls.key, others))
     else:
         print("tls: self-signed certificate in data_dir (made on first start)")
+    for key, cert, tls_key, domains in pairs:
+        missing = [path for path in (cert, tls_key) if not os.path.isfile(path)]
+        problems += [f"{key}: {path} does not exist" for path in missing]
+        if missing:
+            continue
+        try:
+            names, expiry = describe(cert)
+        except (ValueError, OSError) as exc:
+            problems.append(f"{key}.cert: cannot read certificate: {exc}")
+            continue
+        for d in domains:
+            if not covers(names, d):
+                problems.append(f"{key}.cert: does not cover {d} (names: {names})")
+        print(f"certificate {cert} expires {expiry:%Y-%m-%d}")
     for note in _http_notes(cfg):
         print(f"note: {note}")
     try:

@@ -147,9 +147,22 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
-class TLSConfig:
+class TLSDomainConfig:
     cert: str = ""
     key: str = ""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    # The default certificate chain and key (PEM); empty: self-signed in data_dir/certs.
+    cert: str = ""
+    key: str = ""
+    # A certificate per domain ([tls.domains."example.org"] cert, key), chosen by SNI
+    # or the stream's 'to'; it also serves subdomains its names cover.
+    domains: dict[str, TLSDomainConfig] = field(default_factory=dict)
+    # Seconds between checks of the certificate and key files; a change is reloaded
+    # (as on SIGHUP). 0: only on SIGHUP.
+    watch_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -237,6 +250,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "http.websocket_ping": (0, 3600),
     "http.bosh_max_wait": (1, 3600),
     "http.bosh_inactivity": (5, 3600),
+    "tls.watch_interval": (0, 86400),
 }
 _S2S_POLICIES = ("verify", "dialback", "insecure")
 _CHOICES = {"log.level": ("debug", "info", "warning", "error"), "s2s.policy": _S2S_POLICIES}
@@ -245,6 +259,10 @@ _CHOICES["pubsub.node_creation"] = ("local", "anyone")
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint):  # a table inside a table ([tls.domains."x"])
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
+        return _build(hint, value, f"{key}.")  # type: ignore[arg-type]
     origin = get_origin(hint)
     if origin is dict:
         _, item = get_args(hint)
@@ -345,6 +363,19 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"modules.extra[{i}]: {spec!r} is not 'package.module:Class'")
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError("tls.cert and tls.key must be given together")
+    for dom, pair in cfg.tls.domains.items():
+        key = f'tls.domains."{dom}"'
+        try:
+            canonical = prep_domain(dom) == dom
+        except InvalidJID:
+            canonical = False
+        if not canonical:
+            raise ConfigError(f"{key}: {dom!r} is not a domain in canonical form")
+        served = cfg.server.domains + list(cfg.components.secrets)
+        if not any(dom == d or dom.endswith(f".{d}") for d in served):
+            raise ConfigError(f"{key}: {dom!r} is not served here (nor a subdomain of one)")
+        if not (pair.cert and pair.key):
+            raise ConfigError(f"{key}: cert and key must both be given")
     url = cfg.storage.url
     if not url.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
         raise ConfigError(f"storage.url: unsupported scheme in {url!r}")
@@ -390,4 +421,4 @@ def data_path(cfg: Config, *parts: str) -> str:
     return os.path.join(cfg.server.data_dir, *parts)
 
 
-__all__ = ["Config", "ConfigError", "data_path", "load", "parse_listen"]
+__all__ = ["Config", "ConfigError", "TLSConfig", "data_path", "load", "parse_listen"]

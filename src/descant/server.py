@@ -17,6 +17,7 @@ from descant.events import EventBus
 from descant.host import Host
 from descant.http.server import HTTPService
 from descant.net import tls
+from descant.net.certs import CertStore
 from descant.routing.router import Router
 from descant.s2s.manager import S2SManager
 from descant.storage import open_storage
@@ -36,11 +37,13 @@ class Server:
         self.router = Router(self)
         self.hosts: dict[str, Host] = {}
         self.default_domain = config.server.domains[0]
-        self.tls_context: ssl.SSLContext | None = None
-        self.cb_data = b""
+        # Certificates and TLS contexts by kind of connection and domain (net/certs.py);
+        # the s2s manager adds its kinds.
+        self.certs = CertStore(config.tls)
+        self.certs.add_kind("c2s", lambda c, k: tls.server_context(c, k, ["xmpp-client"]))
+        self.certs.add_kind("https", lambda c, k: tls.server_context(c, k, ["http/1.1"]))
         self._auth_failures: dict[str, collections.deque[float]] = {}
         self.bound_ports: dict[str, list[int]] = {}
-        self.tls_files: tuple[str, str] = ("", "")
         self.c2s = ClientManager(self)
         self.http = HTTPService(self)
         self.s2s = S2SManager(self)
@@ -68,9 +71,7 @@ class Server:
         cert, key = tls.ensure_certificate(
             cfg.server.domains, cfg.server.data_dir, cfg.tls.cert, cfg.tls.key
         )
-        self.tls_context = tls.server_context(cert, key)
-        self.cb_data = tls.end_point_binding(cert)
-        self.tls_files = (cert, key)
+        self.certs.load(cert, key)
         if cfg.c2s.allow_plain_without_tls:
             log.warning(
                 "c2s.allow_plain_without_tls is on: passwords may cross the network in clear"
@@ -94,7 +95,13 @@ class Server:
         await self.http.start()
         # Last: a client that can connect finds every other service up.
         await self.c2s.start()
+        self.certs.watch(cfg.tls.watch_interval)
         log.info("Descant serving %s", ", ".join(cfg.server.domains))
+
+    def reload_certificates(self) -> bool:
+        """SIGHUP: new TLS connections get the certificates as the files are now;
+        established ones keep theirs. A bad file changes nothing (logged)."""
+        return self.certs.reload("SIGHUP")
 
     async def listen(
         self,
@@ -116,6 +123,7 @@ class Server:
     async def stop(self) -> None:
         """End every client stream and session with <system-shutdown/>, then
         federation and components, then flush storage."""
+        await self.certs.close()
         await self.c2s.stop()
         await self.http.stop()
         await self.s2s.stop()
@@ -125,7 +133,8 @@ class Server:
         await self.storage.close()
 
     async def serve_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then shut down cleanly."""
+        """Run until SIGTERM or SIGINT, then shut down cleanly; SIGHUP reloads the
+        certificates."""
         try:
             await self.start()
         except BaseException:
@@ -140,6 +149,7 @@ class Server:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_certificates)
         await stop.wait()
         log.info("shutting down")
         await self.stop()

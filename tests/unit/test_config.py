@@ -292,6 +292,37 @@ def test_tls_cert_without_key(tmp_path: Path) -> None:
     assert "tls.cert and tls.key" in error_for(tmp_path, "[tls]\nkey = '/etc/key.pem'\n")
 
 
+def test_tls_certificate_per_domain(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path,
+        "[server]\ndomains = ['example.org', 'example.net']\n"
+        "[tls]\nwatch_interval = 1\n"
+        "[tls.domains.'example.org']\ncert = '/etc/org.crt'\nkey = '/etc/org.key'\n"
+        "[tls.domains.'upload.example.net']\ncert = '/etc/up.crt'\nkey = '/etc/up.key'\n",
+    )
+    assert cfg.tls.domains["example.org"] == config.TLSDomainConfig("/etc/org.crt", "/etc/org.key")
+    assert cfg.tls.domains["upload.example.net"].cert == "/etc/up.crt"
+    assert cfg.tls.watch_interval == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[tls.domains.'example.com']\ncert = 'c'\nkey = 'k'\n", 'tls.domains."example.com"'),
+        ("[tls.domains.'Localhost']\ncert = 'c'\nkey = 'k'\n", 'tls.domains."Localhost"'),
+        ("[tls.domains.localhost]\ncert = 'c'\n", 'tls.domains."localhost"'),
+        (
+            "[tls.domains.localhost]\ncert = 'c'\nkey = 'k'\nca = 'x'\n",
+            'tls.domains."localhost".ca',
+        ),
+        ("[tls]\ndomains = { localhost = 'c' }\n", 'tls.domains."localhost"'),
+        ("[tls]\nwatch_interval = -1\n", "tls.watch_interval"),
+    ],
+)
+def test_tls_domain_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    assert error_for(tmp_path, text).startswith(f"{key}:")
+
+
 @pytest.mark.parametrize("url", ["mysql://x", "sqlite", "file:///x.db", ""])
 def test_unsupported_storage_url(tmp_path: Path, url: str) -> None:
     assert error_for(tmp_path, f"[storage]\nurl = '{url}'\n").startswith("storage.url:")

@@ -74,7 +74,10 @@ class ClientManager:
         for addr in server.config.c2s.tls_listen:
             factory = self._factory(True)
             self._listeners.append(
-                await server.listen("c2s_tls", addr, factory, server.tls_context)
+                # Each handshake switches to the certificate it should get (net/certs.py).
+                await server.listen(
+                    "c2s_tls", addr, factory, server.certs.context("c2s", server.default_domain)
+                )
             )
 
     def _factory(self, direct_tls: bool) -> Any:

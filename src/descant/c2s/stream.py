@@ -356,9 +356,11 @@ class ClientStream(StreamConnection):
         self.write(f"<proceed xmlns='{ns.TLS}'/>")
         # Whatever the client sent after <starttls/> was sent in plaintext: dropped.
         self.stream.restart()
-        assert self.server.tls_context is not None
+        # The certificate of the domain the header named, unless the client's SNI
+        # names another (net/certs.py).
+        ctx = self.server.certs.context("c2s", self.host.domain)
         try:
-            await transport.start_tls(self.server.tls_context)
+            await transport.start_tls(ctx)
         except (OSError, ConnectionError, TimeoutError) as exc:
             log.info("%s: TLS handshake failed: %s", self.ip, exc)
             self.closing = True
@@ -389,7 +391,7 @@ class ClientStream(StreamConnection):
                 self.sasl = PlainAuth(self.host.domain, accounts)
             else:
                 tls_here = self.transport.tls_here
-                cb = ("tls-server-end-point", self.server.cb_data) if tls_here else None
+                cb = ("tls-server-end-point", self._end_point()) if tls_here else None
                 self.sasl = ScramAuth(mech, self.host.domain, accounts, cb)
             initial = self._decode(el.text)
             if initial is None:
@@ -406,6 +408,13 @@ class ClientStream(StreamConnection):
             # §4.9.3.24: a first-level element the server does not understand
             # (unsupported-feature is about features the server itself requires).
             raise StreamError("unsupported-stanza-type", f"unknown SASL element {local}")
+
+    def _end_point(self) -> bytes:
+        """tls-server-end-point data of the certificate this transport's TLS uses
+        (the one chosen for this connection by SNI or the header's 'to')."""
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        kind = "https" if self.stream.framed else "c2s"
+        return self.server.certs.end_point(ssl_object, kind, self.host.domain)
 
     def _decode(self, text: str | None) -> bytes | None:
         text = (text or "").strip()

@@ -79,7 +79,9 @@ class HTTPService:
         for addr in cfg.listen:
             self._listeners.append(await self.server.listen("http", addr, factory))
         for addr in cfg.tls_listen:
-            srv = await self.server.listen("https", addr, factory, self.server.tls_context)
+            # Each handshake switches to the certificate it should get (net/certs.py).
+            ctx = self.server.certs.context("https", self.server.default_domain)
+            srv = await self.server.listen("https", addr, factory, ctx)
             self._listeners.append(srv)
             for sock in srv.sockets:
                 self._tls_sockets.add(sock.getsockname()[:2])

@@ -1,5 +1,13 @@
 """TLS contexts and certificates.
 
+Every context, server and client side, follows Mozilla's "intermediate" profile
+(Server Side TLS 5.7, https://wiki.mozilla.org/Security/Server_Side_TLS): TLS 1.2
+and 1.3 only; for TLS 1.2 only forward-secret AEAD suites (ECDHE with AES-GCM or
+ChaCha20-Poly1305, and DHE-RSA with the RFC 7919 ffdhe2048 group); no
+compression, no renegotiation, no session tickets; the client's cipher
+preference wins. :func:`intermediate` applies it; which certificate a
+connection gets is certs.py's business.
+
 With no certificate configured, a self-signed one covering every served domain
 (and its subdomains, e.g. the MUC service) is generated in the data directory
 on first start and reused afterwards.
@@ -12,11 +20,55 @@ import hashlib
 import ipaddress
 import os
 import ssl
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+# Mozilla intermediate (5.7), TLS 1.2 suites in the profile's order. TLS 1.3 suites
+# are OpenSSL's defaults, which are the profile's three (AES-128/256-GCM, ChaCha20).
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES128-GCM-SHA256",
+    "DHE-RSA-AES256-GCM-SHA384",
+    "DHE-RSA-CHACHA20-POLY1305",
+)
+TLS13_CIPHERS = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+# The RFC 7919 group the profile names for DHE (OpenSSL makes no DH parameters itself).
+FFDHE2048 = os.path.join(os.path.dirname(__file__), "ffdhe2048.pem")
+
+C = TypeVar("C", bound=ssl.SSLContext)
+
+
+class CertContext(ssl.SSLContext):
+    """A server-side context holding one certificate, with what is known about it:
+    its tls-server-end-point binding data, its names, and the generation of
+    certificates (certs.py) it was built in."""
+
+    end_point: bytes = b""
+    names: tuple[str, ...] = ()
+    generation: int = 0
+
+
+def intermediate(ctx: C) -> C:
+    """Apply the Mozilla intermediate profile to a new context (server or client side)."""
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
+    ctx.set_ciphers(":".join(TLS12_CIPHERS))
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+    # Intermediate lets the client choose: every suite offered is strong, and clients
+    # without AES hardware prefer ChaCha20.
+    ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    if ctx.protocol == ssl.PROTOCOL_TLS_SERVER:
+        ctx.load_dh_params(FFDHE2048)
+    return ctx
 
 
 def make_self_signed(domains: list[str], cert_path: str, key_path: str, days: int = 3650) -> None:
@@ -69,18 +121,44 @@ def ensure_certificate(domains: list[str], data_dir: str, cert: str, key: str) -
     return cert_path, key_path
 
 
-def server_context(cert_path: str, key_path: str) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+def server_context(cert_path: str, key_path: str, alpn: list[str] | None = None) -> CertContext:
+    """A server context with the intermediate profile and this certificate chain and key.
+
+    Raises OSError or ssl.SSLError (a missing or unparsable file, a key that does not
+    match the certificate), or ValueError (the certificate changed while it was read).
+    """
+    ctx = intermediate(CertContext(ssl.PROTOCOL_TLS_SERVER))
+    with open(cert_path, "rb") as f:
+        pem = f.read()
     ctx.load_cert_chain(cert_path, key_path)
-    ctx.set_alpn_protocols(["xmpp-client"])
+    # load_cert_chain reads the file again: the binding data must be of what it loaded.
+    with open(cert_path, "rb") as f:
+        if f.read() != pem:
+            raise ValueError(f"{cert_path} changed while it was loaded")
+    cert = x509.load_pem_x509_certificate(pem)
+    ctx.end_point = end_point_binding(cert)
+    ctx.names = tuple(names_of(cert))
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     return ctx
 
 
-def end_point_binding(cert_path: str) -> bytes:
-    """tls-server-end-point channel-binding data (RFC 5929 §4.1) of our certificate."""
-    with open(cert_path, "rb") as f:
-        cert = x509.load_pem_x509_certificate(f.read())
+def client_context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
+    """A client context with the intermediate profile: verifying the peer against the
+    system store (and ``ca_file``), or encryption only."""
+    if verify:
+        ctx = ssl.create_default_context(cafile=ca_file or None)
+        if ca_file:
+            ctx.load_default_certs()
+    else:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return intermediate(ctx)
+
+
+def end_point_binding(cert: x509.Certificate) -> bytes:
+    """tls-server-end-point channel-binding data (RFC 5929 §4.1) of a certificate."""
     algo = cert.signature_hash_algorithm
     name = algo.name if algo is not None else "sha256"
     if name in ("md5", "sha1"):
@@ -92,16 +170,22 @@ def describe(cert_path: str) -> tuple[list[str], datetime.datetime]:
     """DNS names and expiry of a certificate (for `descant check`)."""
     with open(cert_path, "rb") as f:
         cert = x509.load_pem_x509_certificate(f.read())
+    return names_of(cert), cert.not_valid_after_utc
+
+
+def names_of(cert: x509.Certificate) -> list[str]:
+    """The DNS names a certificate's subjectAltName lists (lower case)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        names = [str(n) for n in san.value.get_values_for_type(x509.DNSName)]
     except x509.ExtensionNotFound:
-        names = []
-    return names, cert.not_valid_after_utc
+        return []
+    return [str(n).lower() for n in san.value.get_values_for_type(x509.DNSName)]
 
 
-def covers(names: list[str], domain: str) -> bool:
+def covers(names: list[str] | tuple[str, ...], domain: str) -> bool:
+    """Whether a certificate with these DNS names is valid for ``domain`` (RFC 6125
+    §6.4: exact, or a wildcard standing for the whole left-most label)."""
     for n in names:
-        if n == domain or (n.startswith("*.") and domain.split(".", 1)[-1] == n[2:]):
+        if n == domain or (n.startswith("*.") and domain.partition(".")[2] == n[2:]):
             return True
     return False

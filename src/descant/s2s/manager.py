@@ -23,6 +23,7 @@ import ssl
 import time
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
@@ -82,12 +83,10 @@ class S2SManager:
         self.secret = (cfg.dialback_secret or secrets.token_hex(32)).encode()
         self.outgoing: dict[tuple[str, str], OutgoingSession] = {}
         self.incoming: set[IncomingSession] = set()
-        self.tls_server: ssl.SSLContext | None = None
-        self.tls_server_verify: ssl.SSLContext | None = None
+        self._add_tls_kinds()
         self._listeners: list[asyncio.Server] = []
         # Bounces of undeliverable stanzas, owned and bounded (past it, logged and dropped).
         self._bounces = TaskGroup("s2s bounces", limit=1000)
-        self._contexts: dict[str, ssl.SSLContext] = {}
         self.stopping = False
         # One task per incoming connection, bounded by the per-address limit.
         self._conns = TaskGroup("s2s connections", limit=1 << 30)
@@ -99,15 +98,6 @@ class S2SManager:
     async def start(self) -> None:
         server = self.server
         server.events.hook("route/remote", self._route_remote)
-        cert, key = server.tls_files
-        self.tls_server = tls.server_context(cert, key)
-        self.tls_server.set_alpn_protocols(["xmpp-server"])
-        verify = self.tls_server_verify = tls.server_context(cert, key)
-        verify.set_alpn_protocols(["xmpp-server"])
-        verify.verify_mode = ssl.CERT_OPTIONAL
-        verify.load_default_certs(ssl.Purpose.CLIENT_AUTH)
-        if server.config.s2s.ca_file:
-            verify.load_verify_locations(server.config.s2s.ca_file)
         for addr in server.config.s2s.listen:
             self._listeners.append(
                 await server.listen("s2s", addr, lambda: TCPTransport(self._made))
@@ -228,24 +218,54 @@ class S2SManager:
         timeout = self.server.config.s2s.connect_timeout * 3
         return await session.verify(stream_id, key, timeout)
 
-    def client_context(self, policy: str) -> ssl.SSLContext:
-        """TLS for outgoing streams: verifying under "verify", else encryption only."""
-        ctx = self._contexts.get(policy)
-        if ctx is None:
-            cfg = self.server.config
-            if policy == "verify":
-                ctx = ssl.create_default_context(cafile=cfg.s2s.ca_file or None)
-                if cfg.s2s.ca_file:
-                    ctx.load_default_certs()
-            else:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 direct TLS
-            # Our certificate, for peers that accept SASL EXTERNAL (XEP-0178).
-            cert, key = self.server.tls_files
-            if cert:
+    # -- TLS ------------------------------------------------------------------------------
+
+    def _add_tls_kinds(self) -> None:
+        """The s2s kinds of TLS context, per certificate (net/certs.py): incoming with
+        and without asking for a client certificate, outgoing with and without
+        verifying the peer's. Outgoing ones present our certificate for SASL EXTERNAL
+        (XEP-0178)."""
+        ca_file = self.server.config.s2s.ca_file
+
+        def incoming(cert: str, key: str) -> ssl.SSLContext:
+            return tls.server_context(cert, key, ["xmpp-server"])
+
+        def incoming_verify(cert: str, key: str) -> ssl.SSLContext:
+            ctx = tls.server_context(cert, key, ["xmpp-server"])
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+            if ca_file:
+                ctx.load_verify_locations(ca_file)
+            return ctx
+
+        def outgoing(verify: bool) -> Callable[[str, str], ssl.SSLContext]:
+            def make(cert: str, key: str) -> ssl.SSLContext:
+                ctx = tls.client_context(verify, ca_file)
+                ctx.set_alpn_protocols(["xmpp-server"])  # XEP-0368 direct TLS
                 ctx.load_cert_chain(cert, key)
-            self._contexts[policy] = ctx
-        return ctx
+                return ctx
+
+            return make
+
+        certs = self.server.certs
+        certs.add_kind("s2s", incoming)
+        certs.add_kind("s2s-verify", incoming_verify)
+        certs.add_kind("s2s-out", outgoing(False))
+        certs.add_kind("s2s-out-verify", outgoing(True))
+
+    @property
+    def tls_server(self) -> ssl.SSLContext | None:
+        """The default incoming context (None before the certificates are loaded)."""
+        certs = self.server.certs
+        return certs.context("s2s", self.server.default_domain) if certs.current else None
+
+    def server_context(self, local: str, verify: bool) -> ssl.SSLContext:
+        """TLS for an incoming stream to ``local``: its certificate (unless the peer's
+        SNI names another domain of ours); asking for the peer's under "verify"."""
+        return self.server.certs.context("s2s-verify" if verify else "s2s", local)
+
+    def client_context(self, policy: str, local: str) -> ssl.SSLContext:
+        """TLS for outgoing streams from ``local``, presenting its certificate:
+        verifying the peer's under "verify", else encryption only."""
+        kind = "s2s-out-verify" if policy == "verify" else "s2s-out"
+        return self.server.certs.context(kind, local)

@@ -214,7 +214,7 @@ class OutgoingSession:
     async def _attempt(self, host: str, port: int, direct_tls: bool) -> None:
         cfg = self.server.config.s2s
         policy = self.manager.policy(self.remote)
-        ctx = self.manager.client_context(policy)
+        ctx = self.manager.client_context(policy, self.local)
         loop = asyncio.get_running_loop()
         made: list[S2SStream] = []
 

@@ -164,12 +164,12 @@ class IncomingSession(S2SStream):
             raise StreamError("unsupported-stanza-type", f"unexpected {tag}")
 
     async def _starttls(self) -> None:
-        ctx = self.manager.tls_server
-        if self.peer_domain and self.manager.policy(self.peer_domain) == "verify":
-            # Ask for a client certificate (SASL EXTERNAL, XEP-0178); one that does
-            # not verify fails the handshake, as the strict policy wants.
-            ctx = self.manager.tls_server_verify
-        if self.secure or ctx is None:
+        # Ask for a client certificate under "verify" (SASL EXTERNAL, XEP-0178); one
+        # that does not verify fails the handshake, as the strict policy wants. Ours is
+        # the certificate of the domain the header named, unless SNI names another.
+        verify = bool(self.peer_domain) and self.manager.policy(self.peer_domain) == "verify"
+        ctx = self.manager.server_context(self._our_name(), verify)
+        if self.secure:
             raise StreamError("policy-violation", "TLS is not available again")
         self.write("<proceed xmlns='%s'/>" % ns.TLS)
         # What the peer pipelined after <starttls/> was plaintext: dropped.
