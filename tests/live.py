@@ -32,6 +32,12 @@ from descant.storage import open_storage
 _counter = itertools.count(1)
 
 
+# The PostgreSQL the storage and client tests use (trust auth on loopback by default).
+POSTGRES_URL = os.environ.get(
+    "DESCANT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,32 +6,7 @@ default postgresql://postgres@127.0.0.1:5432/test). The server gets a schema of 
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator
-
-import asyncpg
-import pytest
-
-from tests.live import LiveServer, connect_slixmpp, disconnect
-
-POSTGRES_URL = os.environ.get(
-    "DESCANT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
-@pytest.fixture
-async def pg_schema() -> AsyncIterator[str]:
-    try:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc!r}")
-    schema = f"descant_e2e_{uuid.uuid4().hex[:12]}"
-    try:
-        yield schema
-    finally:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.close()
+from tests.live import POSTGRES_URL, LiveServer, connect_slixmpp, disconnect
 
 
 async def test_server_on_postgresql(make_server: object, pg_schema: str) -> None:

@@ -9,19 +9,15 @@ cannot be reached the postgres cases are skipped, with the reason shown by ``-ra
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
+from tests.live import POSTGRES_URL
 
 from descant.storage import Storage, open_storage
-
-POSTGRES_URL = os.environ.get(
-    "DESCANT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 
 # Set after the first failed connection so later tests skip at once, not after a timeout.
 _postgres_unreachable: list[str] = []
