@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import socket
 import time
 
@@ -16,7 +18,7 @@ from tests.badinput.raw import (
     ping,
     stanza_error,
 )
-from tests.live import LiveServer, RawClient
+from tests.live import LiveServer, RawClient, free_port
 
 BURST = 2000
 
@@ -164,3 +166,109 @@ async def test_a_client_that_stops_reading_is_cut_off(make_server: MakeServer) -
     assert stanza_error(el) == "service-unavailable"
     await close_quietly(sender, sink)
     assert "hibernating" not in srv.log()
+
+
+async def _flood(srv: LiveServer, to: str, mb: int = 30) -> RawClient:
+    """A local user sends ``mb`` megabytes of messages to ``to``."""
+    sender, _ = await login(srv, "firehose")
+    body = "y" * 200_000
+    for i in range(mb * 5):
+        await sender.send(f"<message to='{to}' id='h{i}'><body>{body}</body></message>")
+    return sender
+
+
+async def _wait_for_log(srv: LiveServer, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in srv.log() and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert text in srv.log(), srv.log()[-3000:]
+
+
+def _small_receive_buffer() -> socket.socket:
+    # The kernel must not absorb the flood for a peer that stops reading.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+async def test_a_component_that_stops_reading_is_cut_off(make_server: MakeServer) -> None:
+    """XEP-0114 components have the same output bound as clients: past 16 MiB waiting,
+    the component's stream is cut, and its domain then answers as disconnected."""
+    port = free_port()
+    srv = make_server(
+        limits={"c2s_rate": 1 << 30},
+        components={"listen": [f"127.0.0.1:{port}"], "secrets": {"sink.localhost": "k"}},
+    )
+    sock = _small_receive_buffer()
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    comp = RawClient(*await asyncio.open_connection(sock=sock))
+    await comp.send(
+        "<stream:stream xmlns='jabber:component:accept' "
+        "xmlns:stream='http://etherx.jabber.org/streams' to='sink.localhost'>"
+    )
+    head = await comp.read_until(">", timeout=5)
+    head += await comp.read_until(">", timeout=5) if "<stream:stream" not in head else ""
+    m = re.search(r"id='([^']+)'", head + comp.buffer)
+    assert m, head
+    await comp.send(
+        f"<handshake>{hashlib.sha1((m.group(1) + 'k').encode()).hexdigest()}</handshake>"
+    )
+    await comp.read_until("<handshake")
+    comp.writer.transport.pause_reading()  # never reads again
+    sender = await _flood(srv, "bot@sink.localhost")
+    await _wait_for_log(srv, "output buffer full")
+    await asyncio.sleep(0.3)
+    await sender.send(
+        "<iq type='get' id='gone' to='sink.localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    while True:
+        el = await next_stanza(sender, timeout=10)
+        if el.get("id") == "gone":
+            break
+    assert el.get("type") == "error"
+    await close_quietly(sender, comp)
+
+
+async def test_a_federated_peer_that_stops_reading_is_cut_off(make_server: MakeServer) -> None:
+    """Outgoing s2s streams are bounded too: a peer that authenticates and then stops
+    reading has its stream cut past 16 MiB; the server itself is unharmed."""
+    accepted: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen = b""
+        while b"</db:result>" not in seen:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            if b"<stream:stream" in chunk and b"<stream:stream" not in seen:
+                writer.write(
+                    b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                    b"xmlns:db='jabber:server:dialback' "
+                    b"xmlns:stream='http://etherx.jabber.org/streams' id='sink-1' "
+                    b"from='sink.test' to='localhost' version='1.0'>"
+                    b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/>"
+                    b"</stream:features>"
+                )
+            seen += chunk
+        writer.write(b"<db:result from='sink.test' to='localhost' type='valid'/>")
+        await writer.drain()
+        writer.transport.pause_reading()  # never reads again
+        accepted.put_nowait(writer)
+        await asyncio.sleep(60)
+
+    listener = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    srv = make_server(
+        limits={"c2s_rate": 1 << 30},
+        s2s={"routes": {"sink.test": f"127.0.0.1:{port}"}, "policies": {"sink.test": "insecure"}},
+    )
+    try:
+        sender = await _flood(srv, "someone@sink.test")
+        writer = await asyncio.wait_for(accepted.get(), 10)
+        await _wait_for_log(srv, "output buffer full")
+        await ping(sender)
+        await close_quietly(sender)
+        writer.close()
+    finally:
+        listener.close()
