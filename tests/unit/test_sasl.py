@@ -12,6 +12,7 @@ import scramp
 from descant.accounts import ITERATIONS, check_password, make_account, make_credentials
 from descant.c2s.sasl import Challenge, Failure, PlainAuth, ScramAuth, Step, Success
 from descant.storage import AccountStore, open_storage
+from descant.storage.api import ScramCredentials
 
 HOST = "example.com"
 PASSWORD = "pencil \u00e9\u2603"
@@ -305,16 +306,16 @@ async def test_plain_unknown_user_costs_a_key_derivation(
     accounts: AccountStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unknown account is not revealed by answering faster (RFC 6120 §13.8)."""
-    import descant.c2s.sasl as sasl
+    import descant.accounts
 
     calls: list[str] = []
-    real = sasl.check_password
+    real = descant.accounts.check_password
 
     def counting(account: object, password: str) -> bool:
         calls.append(password)
         return real(account, password)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sasl, "check_password", counting)
+    monkeypatch.setattr(descant.accounts, "check_password", counting)
     assert await plain(accounts, b"\0romeo\0guess") == Failure("not-authorized")
     assert calls == ["guess"]
 
@@ -365,3 +366,60 @@ def test_check_password_applies_saslprep_rfc4013_2() -> None:
 def test_check_password_with_prohibited_characters_is_false_rfc4013_2_3() -> None:
     account = make_account(HOST, "juliet", PASSWORD)
     assert not check_password(account, "a\u0007b")
+
+
+async def test_plain_derivation_leaves_the_event_loop_free(accounts: AccountStore) -> None:
+    """A PLAIN login derives SCRAM keys (PBKDF2) off the event loop: while several
+    costly derivations run, the loop still turns every few milliseconds."""
+    import asyncio
+    import dataclasses
+    import time
+
+    slow = make_account(HOST, "slow", PASSWORD)
+    slow = dataclasses.replace(  # ~50 ms of derivation each
+        slow, sha256=make_credentials_with(PASSWORD, 200_000)
+    )
+    await accounts.create(slow)
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append(time.perf_counter() - t)
+
+    tick = asyncio.create_task(ticker())
+    steps = await asyncio.gather(
+        *(PlainAuth(HOST, accounts).start(b"\0slow\0" + PASSWORD.encode()) for _ in range(6)),
+        *(PlainAuth(HOST, accounts).start(b"\0nobody\0wrong") for _ in range(2)),
+    )
+    stop.set()
+    await tick
+    assert [type(s) for s in steps] == [Success] * 6 + [Failure] * 2
+    assert max(lags) < 0.04, f"the loop stalled for {max(lags) * 1000:.1f} ms"
+
+
+async def test_too_many_pending_derivations_is_a_temporary_failure(
+    accounts: AccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Derivations waiting for the pool are bounded: past the bound a PLAIN login gets
+    <temporary-auth-failure/> (RFC 6120 §6.5.12) instead of joining a backlog."""
+    import asyncio
+
+    from descant import accounts as accounts_module
+
+    monkeypatch.setattr(accounts_module, "MAX_PENDING_DERIVATIONS", 2)
+    steps = await asyncio.gather(
+        *(PlainAuth(HOST, accounts).start(b"\0juliet\0" + PASSWORD.encode()) for _ in range(4))
+    )
+    assert sorted(type(s).__name__ for s in steps) == ["Failure", "Failure", "Success", "Success"]
+    assert {s.condition for s in steps if isinstance(s, Failure)} == {"temporary-auth-failure"}
+    assert accounts_module._pending == 0
+
+
+def make_credentials_with(password: str, iterations: int) -> ScramCredentials:
+    salt, stored_key, server_key, n = scramp.ScramMechanism("SCRAM-SHA-256").make_auth_info(
+        password, iteration_count=iterations
+    )
+    return ScramCredentials(salt, n, stored_key, server_key)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import scramp
 
-from descant.accounts import ITERATIONS, check_password
+from descant.accounts import ITERATIONS, password_matches
 from descant.jid import JID, InvalidJID, prep_local, try_parse
 from descant.storage.api import Account, AccountStore, ScramCredentials
 
@@ -156,12 +156,12 @@ class PlainAuth:
         ):
             return Failure("invalid-authzid")
         account = await self.accounts.get(self.host, self.username)
-        if account is None:
-            # Spend the same key derivation as for a real account, so the answer's
-            # timing does not tell which accounts exist.
-            check_password(_decoy_account(), password)
-            return Failure("not-authorized")
-        if not check_password(account, password):
+        # For an unknown account, the same key derivation against a decoy, so the
+        # answer's timing does not tell which accounts exist.
+        ok = await password_matches(account or _decoy_account(), password)
+        if ok is None:
+            return Failure("temporary-auth-failure")
+        if account is None or not ok:
             return Failure("not-authorized")
         return Success(self.username)
 
