@@ -4,6 +4,9 @@ default) nothing but STARTTLS is accepted on a plain stream."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+
+import pytest
 
 from tests.badinput.raw import (
     BIND,
@@ -18,7 +21,7 @@ from tests.badinput.raw import (
     plain,
     sasl_failure,
 )
-from tests.live import LiveServer, RawClient
+from tests.live import LiveServer, RawClient, client_tls_context
 
 
 async def test_features_before_tls_offer_only_required_starttls(server: LiveServer) -> None:
@@ -118,3 +121,66 @@ async def test_garbage_on_direct_tls_port(server: LiveServer, witness: RawClient
         data = b""
     assert b"<stream" not in data
     w.close()
+
+
+# -- the Mozilla intermediate profile (docs/SECURITY.md), on a live listener ----------------
+
+
+async def _handshake(
+    server: LiveServer, version: ssl.TLSVersion, ciphers: str | None = None, starttls: bool = False
+) -> ssl.SSLObject:
+    """A handshake with a client limited to one version (and cipher list); raises
+    ssl.SSLError (or a connection error) when the server refuses."""
+    ctx = client_tls_context()
+    ctx.minimum_version = ctx.maximum_version = version
+    if ciphers is not None:
+        ctx.set_ciphers(ciphers)
+    if starttls:
+        c = await RawClient.open(server.port)
+        await c.open_stream()
+        await c.send(f"<starttls xmlns='{TLS}'/>")
+        await c.read_until("<proceed")
+        try:
+            await c.writer.start_tls(ctx)
+        finally:
+            c.writer.close()
+        obj: ssl.SSLObject = c.writer.get_extra_info("ssl_object")
+        return obj
+    _, w = await asyncio.open_connection("127.0.0.1", server.tls_port, ssl=ctx)
+    obj = w.get_extra_info("ssl_object")
+    w.close()
+    return obj
+
+
+@pytest.mark.parametrize("starttls", [False, True], ids=["direct", "starttls"])
+async def test_tls13_and_intermediate_tls12_accepted(server: LiveServer, starttls: bool) -> None:
+    obj = await _handshake(server, ssl.TLSVersion.TLSv1_3, starttls=starttls)
+    assert obj.version() == "TLSv1.3"
+    obj = await _handshake(
+        server, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256", starttls=starttls
+    )
+    assert obj.version() == "TLSv1.2"
+    assert obj.cipher()[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("starttls", [False, True], ids=["direct", "starttls"])
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES128-SHA256"])
+async def test_tls12_cbc_cipher_refused(
+    server: LiveServer, witness: RawClient, cipher: str, starttls: bool
+) -> None:
+    """CBC suites are not in the profile (OpenSSL's defaults would accept the second)."""
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await _handshake(server, ssl.TLSVersion.TLSv1_2, cipher, starttls=starttls)
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["TLSv1.0", "TLSv1.1"]
+)
+async def test_tls_before_1_2_refused(
+    server: LiveServer, witness: RawClient, version: ssl.TLSVersion
+) -> None:
+    """The client would go as low as SECLEVEL 0 allows; the server does not (the unit
+    tests show this OpenSSL could)."""
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await _handshake(server, version, "ALL:@SECLEVEL=0")
