@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck peers js bench fuzz clean
+.PHONY: run test lint typecheck peers js bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ bench: $(STAMP) peers $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Longer property runs than `make test` does (5,000 examples per property).
+# Soak: ten minutes of connections logging in, chatting, joining rooms and dropping, the
+# server's RSS sampled; fails when memory grows after the warm-up or the server logs a
+# traceback (bench/README.md). Never part of `test`. SOAK_ARGS="--minutes 2" to try it,
+# SOAK_ARGS="--out FILE" to keep the result, SOAK_ARGS=--tracemalloc to find what grows.
+soak: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/unit/test_parser_properties.py
 

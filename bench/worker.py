@@ -411,7 +411,15 @@ class Worker:
         return {"joined": len(users)}
 
 
-def _main(pipe: mpc.Connection, host: str, port: int, domain: str, pw: str, http_port: int) -> None:
+def _main(
+    cls: type[Worker],
+    pipe: mpc.Connection,
+    host: str,
+    port: int,
+    domain: str,
+    pw: str,
+    http_port: int,
+) -> None:
     raise_nofile()
     try:
         import uvloop
@@ -419,22 +427,30 @@ def _main(pipe: mpc.Connection, host: str, port: int, domain: str, pw: str, http
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(Worker(pipe, host, port, domain, pw, http_port).serve())
+    asyncio.run(cls(pipe, host, port, domain, pw, http_port).serve())
 
 
 class Pool:
     """The worker processes, commanded together. ``http_port``: the server's HTTP
-    listener, for WebSocket logins."""
+    listener, for WebSocket logins; ``worker``: the class each process runs (a
+    subclass adds commands, e.g. the soak's churn)."""
 
     def __init__(
-        self, n: int, host: str, port: int, domain: str, pw: str, http_port: int = 0
+        self,
+        n: int,
+        host: str,
+        port: int,
+        domain: str,
+        pw: str,
+        http_port: int = 0,
+        worker: type[Worker] = Worker,
     ) -> None:
         ctx = mp.get_context("fork")
         self.pipes: list[mpc.Connection] = []
         self.procs: list[Any] = []
         for _ in range(n):
             parent, child = ctx.Pipe()
-            args = (child, host, port, domain, pw, http_port)
+            args = (worker, child, host, port, domain, pw, http_port)
             p = ctx.Process(target=_main, args=args, daemon=True)
             p.start()
             self.pipes.append(parent)
