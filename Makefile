@@ -25,6 +25,7 @@ typecheck: $(STAMP)
 # Peers the interop tests and the benchmark run against (Debian packages).
 peers:
 	@bash tools/install-prosody.sh
+	@bash tools/install-ejabberd.sh
 
 # Third-party JavaScript clients the WebSocket/BOSH tests drive (tests/js, Node.js 20.10+),
 # installed exactly as package-lock.json says; again only when the lock file changes.
