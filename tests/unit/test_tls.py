@@ -280,7 +280,7 @@ def _client_with(cert: str, key: str) -> ssl.SSLContext:
 def test_sni_picks_the_domains_certificate(
     store: CertStore, sni: str | None, names: list[str]
 ) -> None:
-    listener = store.context("c2s", "localhost")  # what a direct-TLS listener starts with
+    listener = store.listener_context("c2s")
     server, c = handshake(listener, client(), sni)
     assert peer_names(c) == names
     ctx = server.context
@@ -288,6 +288,19 @@ def test_sni_picks_the_domains_certificate(
     der = c.getpeercert(binary_form=True)
     assert der is not None
     assert ctx.end_point == hashlib.sha256(der).digest()
+
+
+def test_direct_tls_without_sni_gets_the_default_pair(tmp_path: Path) -> None:
+    """Even when the first served domain has a certificate of its own."""
+    default = make_pair(tmp_path, "default", ["fallback.example"])
+    own = make_pair(tmp_path, "own", ["localhost"])
+    s = CertStore(TLSConfig(domains={"localhost": TLSDomainConfig(*own)}))
+    s.add_kind("c2s", lambda c, k: tls.server_context(c, k))
+    s.load(*default)
+    _, c = handshake(s.listener_context("c2s"), client())
+    assert peer_names(c)[0] == "fallback.example"
+    _, c = handshake(s.listener_context("c2s"), client(), "localhost")
+    assert peer_names(c)[0] == "localhost"
 
 
 def test_starttls_without_sni_uses_the_stream_to(store: CertStore) -> None:
@@ -324,7 +337,7 @@ def test_end_point_without_a_connection_is_the_domains(store: CertStore) -> None
 def test_reload_serves_new_handshakes_and_keeps_established_ones(
     store: CertStore, tmp_path: Path
 ) -> None:
-    listener = store.context("c2s", "localhost")
+    listener = store.listener_context("c2s")
     old_server, old_client = handshake(listener, client(), "a.example")
     before = old_client.getpeercert(binary_form=True)
     make_pair(tmp_path, "a", ["a.example", "xmpp.a.example"])  # replaced in place
@@ -344,7 +357,7 @@ def test_bad_replacement_keeps_the_old_certificate(
     store: CertStore, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
 ) -> None:
     before = store.current
-    _, c = handshake(store.context("c2s", "localhost"), client(), "b.example")
+    _, c = handshake(store.listener_context("c2s"), client(), "b.example")
     old = c.getpeercert(binary_form=True)
     if damage == "garbage cert":
         (tmp_path / "b.crt").write_text("-----BEGIN CERTIFICATE-----\nnot one\n")
@@ -357,7 +370,7 @@ def test_bad_replacement_keeps_the_old_certificate(
         assert not store.reload("test")
     assert store.current is before
     assert any("b.crt" in r.getMessage() for r in caplog.records), caplog.text
-    _, c = handshake(store.context("c2s", "localhost"), client(), "b.example")
+    _, c = handshake(store.listener_context("c2s"), client(), "b.example")
     assert c.getpeercert(binary_form=True) == old
 
 

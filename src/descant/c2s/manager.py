@@ -75,9 +75,7 @@ class ClientManager:
             factory = self._factory(True)
             self._listeners.append(
                 # Each handshake switches to the certificate it should get (net/certs.py).
-                await server.listen(
-                    "c2s_tls", addr, factory, server.certs.context("c2s", server.default_domain)
-                )
+                await server.listen("c2s_tls", addr, factory, server.certs.listener_context("c2s"))
             )
 
     def _factory(self, direct_tls: bool) -> Any:

@@ -80,7 +80,7 @@ class HTTPService:
             self._listeners.append(await self.server.listen("http", addr, factory))
         for addr in cfg.tls_listen:
             # Each handshake switches to the certificate it should get (net/certs.py).
-            ctx = self.server.certs.context("https", self.server.default_domain)
+            ctx = self.server.certs.listener_context("https")
             srv = await self.server.listen("https", addr, factory, ctx)
             self._listeners.append(srv)
             for sock in srv.sockets:

@@ -172,6 +172,13 @@ class CertStore:
         assert gen is not None, "certificates not loaded"
         return gen.pick(domain).contexts[kind]
 
+    def listener_context(self, kind: str) -> ssl.SSLContext:
+        """What a direct-TLS listener begins every handshake with: the default pair's
+        context now; its SNI callback moves each handshake to the current choice."""
+        gen = self.current
+        assert gen is not None, "certificates not loaded"
+        return gen.default.contexts[kind]
+
     def end_point(self, ssl_object: Any, kind: str, domain: str) -> bytes:
         """tls-server-end-point data (RFC 5929 §4.1) of the certificate a connection
         was handshaken with; without one (a BOSH session spans connections), of the
