@@ -115,6 +115,44 @@ def test_check_and_cert(tmp_path: Path) -> None:
     assert "does not cover other.example" in r.stderr
 
 
+def test_check_per_domain_certificates(tmp_path: Path) -> None:
+    """Each [tls.domains] certificate must cover its domain; the default then need not."""
+    from descant.net.tls import make_self_signed
+
+    data = tmp_path / "data"
+    make_self_signed(["example.net"], str(tmp_path / "net.crt"), str(tmp_path / "net.key"))
+    make_self_signed(["example.com"], str(tmp_path / "com.crt"), str(tmp_path / "com.key"))
+    base = (
+        f'[server]\ndomains = ["example.net", "example.com"]\ndata_dir = "{data}"\n'
+        f'[storage]\nurl = "sqlite:///{data}/d.db"\n'
+        f'[tls]\ncert = "{tmp_path}/net.crt"\nkey = "{tmp_path}/net.key"\n'
+    )
+    cfg = tmp_path / "ok.toml"
+    cfg.write_text(
+        base + f'[tls.domains."example.com"]\ncert = "{tmp_path}/com.crt"\n'
+        f'key = "{tmp_path}/com.key"\n'
+    )
+    r = _descant("--config", str(cfg), "check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"certificate {tmp_path}/com.crt expires" in r.stdout
+
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(
+        base + f'[tls.domains."example.com"]\ncert = "{tmp_path}/net.crt"\n'
+        f'key = "{tmp_path}/missing.key"\n'
+    )
+    r = _descant("--config", str(wrong), "check")
+    assert r.returncode == 1
+    assert f'tls.domains."example.com": {tmp_path}/missing.key does not exist' in r.stderr
+    wrong.write_text(
+        base + f'[tls.domains."example.com"]\ncert = "{tmp_path}/net.crt"\n'
+        f'key = "{tmp_path}/net.key"\n'
+    )
+    r = _descant("--config", str(wrong), "check")
+    assert r.returncode == 1
+    assert 'tls.domains."example.com".cert: does not cover example.com' in r.stderr
+
+
 def test_check_notes_a_public_plain_http_listener(tmp_path: Path) -> None:
     """docs/web.md: web clients reaching a non-loopback plain-HTTP listener directly
     cannot log in while TLS is required; check says so (a note, not a problem)."""
