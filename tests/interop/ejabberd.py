@@ -202,6 +202,8 @@ modules:
   mod_disco: {{}}
   mod_http_api: {{}}
   mod_ping: {{}}
+  mod_pubsub:
+    plugins: ["flat", "pep"]
   mod_roster: {{}}
   mod_s2s_dialback: {{}}
   mod_version: {{}}
