@@ -55,7 +55,6 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 bench: $(STAMP) peers $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-# Longer property runs than `make test` does (5,000 examples per property).
 # Soak: ten minutes of connections logging in, chatting, joining rooms and dropping, the
 # server's RSS sampled; fails when memory grows after the warm-up or the server logs a
 # traceback (bench/README.md). Never part of `test`. SOAK_ARGS="--minutes 2" to try it,
@@ -63,8 +62,24 @@ bench: $(STAMP) peers $(BENCH_STAMP)
 soak: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
+# Longer fuzzing than `make test` does: the property tests with 5,000 examples each
+# (fewer where every example derives keys), then every atheris target (tests/fuzz) for
+# FUZZ_TIME seconds. Crashing inputs are written to build/fuzz/<target>/crash-*, new
+# interesting ones to build/fuzz/<target>/corpus (docs/SECURITY.md, "Fuzzing").
+FUZZ_TIME    ?= 120
+FUZZ_TARGETS ?= parser jid sasl c2s_negotiation c2s_session
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/unit/test_parser_properties.py
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/unit/test_parser_properties.py \
+		tests/unit/test_sasl_properties.py
+	@status=0; for t in $(FUZZ_TARGETS); do \
+		mkdir -p build/fuzz/$$t/corpus; \
+		echo "fuzz: $$t for $(FUZZ_TIME)s"; \
+		$(BIN)/python -m tests.fuzz.run $$t -max_total_time=$(FUZZ_TIME) -timeout=60 \
+			-max_len=4096 -artifact_prefix=build/fuzz/$$t/ \
+			build/fuzz/$$t/corpus tests/fuzz/corpus/$$t 2>build/fuzz/$$t/log \
+			|| { status=1; tail -40 build/fuzz/$$t/log; }; \
+		grep -h "^Done\|^#.*DONE" build/fuzz/$$t/log || true; \
+	done; exit $$status
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info $(JS_DIR)/node_modules
