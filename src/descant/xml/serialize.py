@@ -72,7 +72,10 @@ def _start_tag(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) 
     """Write ``<name attrs`` (unclosed); return the written name and the namespace."""
     tag = el.tag
     if tag[0] == "{":
-        uri, _, local = tag[1:].partition("}")
+        # The last brace: a namespace name may hold "}" (it is any string), a local
+        # name never does. Split at the first, the rest of the namespace became
+        # markup written raw into another user's stream.
+        uri, _, local = tag[1:].rpartition("}")
     else:
         uri, local = content_ns, tag
     if uri == ns.STREAM:
@@ -94,7 +97,7 @@ def _start_tag(el: ET.Element, parent_ns: str, content_ns: str, out: list[str]) 
                 # namespace (Namespaces in XML §3): a peer would reject a0:space.
                 name = "xml:" + k[len(_XML_NS_PREFIX) :]
             else:
-                a_uri, _, a_local = k[1:].partition("}")
+                a_uri, _, a_local = k[1:].rpartition("}")
                 name = f"a{extra}:{a_local}"
                 out.append(f" xmlns:a{extra}='{escape_attr(a_uri)}'")
                 extra += 1
