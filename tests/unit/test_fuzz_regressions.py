@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pyexpat
 
+from descant.stream.protocol import StreamFault, XMLStream
 from descant.xml.parser import parse_element
 from descant.xml.serialize import serialize
 from tests.fuzz import c2s, targets
@@ -81,3 +82,27 @@ async def test_c2s_no_spoofed_stanza_reaches_a_client_rfc6120_8_1_2_1() -> None:
     received = [el for el in c2s.elements(out) if el.tag == "message"]
     assert [m.get("id") for m in received] == ["s1"]
     assert "spoofed" not in "".join(received[0].itertext())
+
+
+def test_parser_target_what_precedes_an_oversized_stanza_is_handed_out_rfc6120_13_12() -> None:
+    """Found by the ``parser`` target: when one chunk completed the header (or a
+    stanza) and then went past the size limit, the completed events were lost with
+    the fault, so the outcome depended on how the bytes were split in transit."""
+    header = (
+        b"<stream:stream xmlns='jabber:client' "
+        b"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>"
+    )
+    data = header + b"<message id='1'><body>hi</body></message><message><body>" + b"x" * 300
+
+    def events(pieces: list[bytes]) -> list[str]:
+        stream = XMLStream("jabber:client", 256)
+        out = []
+        for piece in pieces:
+            stream.receive_data(piece)
+            while (ev := stream.next_event()) is not None:
+                out.append(ev.error.condition if isinstance(ev, StreamFault) else type(ev).__name__)
+        return out
+
+    expected = ["StreamOpened", "Element", "policy-violation"]
+    assert events([data]) == expected
+    assert events([data[:100], data[100:]]) == expected

@@ -120,7 +120,9 @@ class StreamParser:
             # tag (or header) that never ends grows without limit.
             pending = self._fed - self._p.CurrentByteIndex
         if pending > self.max_stanza_size:
-            raise StreamError("policy-violation", "stanza too large")
+            # Through _fail, as every fault: what this chunk completed before the
+            # oversized part is handed out first, however the bytes were split.
+            raise self._fail(StreamError("policy-violation", "stanza too large"))
         events, self._events = self._events, []
         return events
 
