@@ -81,6 +81,7 @@ def brief_runs(
             proc.wait()
 
 
+@pytest.mark.timeout(BRIEF_TIMEOUT + 30)
 @pytest.mark.parametrize("target", sorted(BRIEF_RUNS))
 def test_brief_atheris_run_finds_nothing(
     target: str, brief_runs: dict[str, subprocess.Popen[str]]
