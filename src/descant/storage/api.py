@@ -267,6 +267,88 @@ class PubsubStore(Protocol):
         """A JID's subscriptions on a service, node → state."""
 
 
+@dataclass(frozen=True, slots=True)
+class MamEntry:
+    """One message in an account's archive (XEP-0313).
+
+    ``id`` is its XEP-0359 stanza-id, unique in the owner's archive; ``with_jid``
+    the other party's bare JID and ``with_resource`` its resource ("" when none);
+    ``outgoing`` whether the owner sent it; ``origin_id`` the sender's XEP-0359
+    origin-id ("" when none), by which a sender retracts it (XEP-0424); ``text`` the
+    words full-text search looks in (the body; "" when none); ``stanza`` the message
+    as archived (XML text).
+    """
+
+    id: str
+    stamp: datetime
+    with_jid: str
+    with_resource: str
+    outgoing: bool
+    origin_id: str
+    text: str
+    stanza: str
+
+
+@dataclass(frozen=True, slots=True)
+class MamQuery:
+    """Filters and one page of a query on an account's archive (XEP-0313 with
+    ``urn:xmpp:mam:2#extended``, XEP-0059 paging).
+
+    ``with_jid`` is a bare JID; with ``with_resource`` set only that full JID
+    matches. ``start``/``end`` are inclusive. ``after``/``before`` are archive ids
+    (exclusive bounds); ``before=""`` asks for the last page. ``ids`` (when given)
+    keeps only those messages. ``text`` keeps messages whose ``text`` matches every
+    word of it (full-text search; backend word rules, case-insensitive).
+    """
+
+    with_jid: str | None = None
+    with_resource: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    after: str | None = None
+    before: str | None = None
+    ids: tuple[str, ...] = ()
+    text: str = ""
+    limit: int = 50
+
+
+class MamStore(Protocol):
+    """Every account's message archive, in archive order (the order of ``add``).
+
+    ``owner`` is the account's username on ``host``.
+    """
+
+    async def add(self, entries: Sequence[tuple[str, str, MamEntry]]) -> None:
+        """Append (host, owner, entry) triples in order, in one transaction."""
+
+    async def query(self, host: str, owner: str, query: MamQuery) -> tuple[list[MamEntry], bool]:
+        """Matching messages in archive order, at most ``query.limit`` of them, and
+        whether the page reaches the end of the results in the paging direction
+        (towards the newest; towards the oldest when ``before`` is given).
+        UnknownArchiveId if ``after`` or ``before`` names no message of the owner's."""
+
+    async def bounds(self, host: str, owner: str) -> tuple[MamEntry, MamEntry] | None:
+        """The oldest and newest messages of the archive (XEP-0313 metadata), or
+        None for an empty one."""
+
+    async def find_origin(
+        self, host: str, owner: str, with_jid: str, origin_id: str, outgoing: bool
+    ) -> MamEntry | None:
+        """The newest message exchanged with ``with_jid`` in that direction carrying
+        that origin-id, or None."""
+
+    async def replace(self, host: str, owner: str, id: str, stanza: str) -> bool:
+        """Replace a message's stored stanza (a retraction's tombstone) and clear its
+        search text; False if the archive holds no such id."""
+
+    async def delete_owner(self, host: str, owner: str) -> int:
+        """Remove an account's whole archive; return how many messages there were."""
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        """Remove at most ``limit`` messages older than ``before`` (oldest first, any
+        owner); return how many were removed."""
+
+
 class Storage(Protocol):
     accounts: AccountStore
     roster: RosterStore
@@ -274,6 +356,7 @@ class Storage(Protocol):
     keyval: KeyValueStore
     rooms: RoomStore
     pubsub: PubsubStore
+    mam: MamStore
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

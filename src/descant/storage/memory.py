@@ -8,6 +8,7 @@ tuples, strings), so handing them out needs no copies.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -19,6 +20,9 @@ from descant.storage.api import (
     ArchivedMessage,
     ArchiveQuery,
     KeyValueStore,
+    MamEntry,
+    MamQuery,
+    MamStore,
     NoSuchAccount,
     OfflineStore,
     PubsubItem,
@@ -52,6 +56,9 @@ class _Data:
         self.pubsub_items: dict[NodeKey, dict[str, PubsubItem]] = {}
         self.pubsub_affiliations: dict[NodeKey, dict[str, str]] = {}
         self.pubsub_subscriptions: dict[NodeKey, dict[str, str]] = {}
+        # Each account's archive in archive order, and a global sequence for expiry.
+        self.mam: dict[UserKey, list[tuple[int, MamEntry]]] = {}
+        self.mam_seq = 0
 
     def delete_pubsub_node(self, key: NodeKey) -> bool:
         """Drop a node's rows from every pubsub table; whether the node itself existed."""
@@ -94,7 +101,7 @@ class MemoryAccountStore:
     async def delete(self, host: str, username: str) -> bool:
         key = (host, username)
         data = self._data
-        for table in (data.roster, data.roster_version, data.pending_in, data.offline):
+        for table in (data.roster, data.roster_version, data.pending_in, data.offline, data.mam):
             table.pop(key, None)
         for kv_key in [k for k in data.keyval if k[:2] == key]:
             del data.keyval[kv_key]
@@ -326,6 +333,93 @@ def _node_values(table: dict[NodeKey, dict[str, str]], service: str, jid: str) -
     return {n: by_jid[jid] for (s, n), by_jid in table.items() if s == service and jid in by_jid}
 
 
+def _words(text: str) -> set[str]:
+    """Full-text search words: runs of letters and digits, lower-cased."""
+    return {w.casefold() for w in re.findall(r"\w+", text)}
+
+
+class MemoryMamStore:
+    def __init__(self, data: _Data) -> None:
+        self._data = data
+
+    async def add(self, entries: Sequence[tuple[str, str, MamEntry]]) -> None:
+        data = self._data
+        for host, owner, entry in entries:
+            require_utc(entry.stamp)
+            rows = data.mam.setdefault((host, owner), [])
+            if any(e.id == entry.id for _, e in rows):
+                raise ValueError(f"archive id {entry.id!r} already used")
+            data.mam_seq += 1
+            rows.append((data.mam_seq, entry))
+
+    async def query(self, host: str, owner: str, query: MamQuery) -> tuple[list[MamEntry], bool]:
+        items = [e for _, e in self._data.mam.get((host, owner), [])]
+        ids = [m.id for m in items]
+        lo, hi = 0, len(items)
+        for bound in (query.after, query.before or None):
+            if bound is not None and bound not in ids:
+                raise UnknownArchiveId(bound)
+        if query.after is not None:
+            lo = ids.index(query.after) + 1
+        if query.before:
+            hi = ids.index(query.before)
+        wanted = set(query.ids)
+        words = _words(query.text)
+        found = [
+            m
+            for m in items[lo:hi]
+            if (query.with_jid is None or m.with_jid == query.with_jid)
+            and (query.with_resource is None or m.with_resource == query.with_resource)
+            and (query.start is None or m.stamp >= query.start)
+            and (query.end is None or m.stamp <= query.end)
+            and (not query.ids or m.id in wanted)
+            and (not words or words <= _words(m.text))
+        ]
+        if query.before is not None:
+            page = found[-query.limit :] if query.limit else []
+        else:
+            page = found[: query.limit]
+        return page, len(page) == len(found)
+
+    async def bounds(self, host: str, owner: str) -> tuple[MamEntry, MamEntry] | None:
+        rows = self._data.mam.get((host, owner))
+        return (rows[0][1], rows[-1][1]) if rows else None
+
+    async def find_origin(
+        self, host: str, owner: str, with_jid: str, origin_id: str, outgoing: bool
+    ) -> MamEntry | None:
+        for _, e in reversed(self._data.mam.get((host, owner), [])):
+            if e.origin_id == origin_id and e.with_jid == with_jid and e.outgoing == outgoing:
+                return e
+        return None
+
+    async def replace(self, host: str, owner: str, id: str, stanza: str) -> bool:
+        rows = self._data.mam.get((host, owner), [])
+        for i, (seq, e) in enumerate(rows):
+            if e.id == id:
+                rows[i] = (seq, replace(e, stanza=stanza, text=""))
+                return True
+        return False
+
+    async def delete_owner(self, host: str, owner: str) -> int:
+        return len(self._data.mam.pop((host, owner), []))
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        require_utc(before)
+        old = sorted(
+            (seq, key)
+            for key, rows in self._data.mam.items()
+            for seq, e in rows
+            if e.stamp < before
+        )[:limit]
+        doomed: dict[UserKey, set[int]] = {}
+        for seq, key in old:
+            doomed.setdefault(key, set()).add(seq)
+        for key, seqs in doomed.items():
+            self._data.mam[key] = [r for r in self._data.mam[key] if r[0] not in seqs]
+        return len(old)
+
+
 class MemoryStorage:
     def __init__(self) -> None:
         data = _Data()
@@ -335,6 +429,7 @@ class MemoryStorage:
         self.keyval: KeyValueStore = MemoryKeyValueStore(data)
         self.rooms: RoomStore = MemoryRoomStore(data)
         self.pubsub: PubsubStore = MemoryPubsubStore(data)
+        self.mam: MamStore = MemoryMamStore(data)
 
     async def open(self) -> None:
         """Nothing to connect to or migrate."""
