@@ -112,6 +112,19 @@ class MUCConfig:
 
 
 @dataclass(frozen=True)
+class MAMConfig:
+    # Message Archive Management for every account (XEP-0313; docs/mam.md).
+    enabled: bool = True
+    # What is archived for an account that set no preferences: "always", "roster"
+    # (only conversations with roster contacts) or "never".
+    default: str = "always"
+    # The most messages one query returns (a client's <max/> is capped to it).
+    max_page: int = 250
+    # Messages older than this are removed ("30d", "1y", "12w"; "" keeps them forever).
+    expire_after: str = "1y"
+
+
+@dataclass(frozen=True)
 class PubSubConfig:
     # Serve <domain_prefix>.<domain> for every served domain (XEP-0060).
     enabled: bool = True
@@ -211,6 +224,7 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     muc: MUCConfig = field(default_factory=MUCConfig)
     pubsub: PubSubConfig = field(default_factory=PubSubConfig)
+    mam: MAMConfig = field(default_factory=MAMConfig)
     push: PushConfig = field(default_factory=PushConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
@@ -242,6 +256,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "pubsub.max_items": (1, 100_000),
     "pubsub.max_payload": (1024, 16 * 1024 * 1024),
     "pubsub.max_nodes": (1, 100_000),
+    "mam.max_page": (1, 10_000),
     "push.max_errors": (1, 1000),
     "push.timeout": (0.1, 3600),
     "s2s.connect_timeout": (0.1, 600),
@@ -256,6 +271,7 @@ _S2S_POLICIES = ("verify", "dialback", "insecure")
 _CHOICES = {"log.level": ("debug", "info", "warning", "error"), "s2s.policy": _S2S_POLICIES}
 _CHOICES["muc.room_creation"] = ("local", "anyone")
 _CHOICES["pubsub.node_creation"] = ("local", "anyone")
+_CHOICES["mam.default"] = ("always", "roster", "never")
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
@@ -313,6 +329,20 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a duration such as "90s", "12h", "30d", "1y"; None for "" (never)."""
+    text = text.strip()
+    if not text:
+        return None
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise ValueError(f"{text!r} is not a duration like 30d, 12w or 1y")
+    return int(number) * _DURATION_UNITS[unit]
+
+
 def _validate(cfg: Config) -> None:
     from descant.jid import InvalidJID, prep_domain
 
@@ -363,6 +393,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"modules.extra[{i}]: {spec!r} is not 'package.module:Class'")
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError("tls.cert and tls.key must be given together")
+    try:
+        parse_duration(cfg.mam.expire_after)
+    except ValueError as exc:
+        raise ConfigError(f"mam.expire_after: {exc}") from None
     for dom, pair in cfg.tls.domains.items():
         key = f'tls.domains."{dom}"'
         try:

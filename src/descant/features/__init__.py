@@ -10,6 +10,7 @@ from descant.features.carbons import CarbonsModule
 from descant.features.csi import ClientStateModule
 from descant.features.disco import DiscoModule
 from descant.features.legacy_session import LegacySessionModule
+from descant.features.mam import MamModule
 from descant.features.message import MessageModule
 from descant.features.offline import OfflineModule
 from descant.features.ping import PingModule
@@ -43,4 +44,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     PrivateModule,
     BookmarksModule,
     AvatarModule,
+    MamModule,
 ]
