@@ -411,6 +411,20 @@ async def test_room_archive_filters(storage: Storage) -> None:
     assert page == []  # …its archive goes with it
 
 
+async def test_room_archive_get_and_replace(storage: Storage) -> None:
+    for i in range(1, 4):
+        await storage.rooms.archive_add(SVC, "lobby", _archived(i))
+    assert await storage.rooms.archive_get(SVC, "lobby", "id2") == _archived(2)
+    assert await storage.rooms.archive_get(SVC, "lobby", "id9") is None
+    assert await storage.rooms.archive_get(SVC, "attic", "id2") is None
+    assert await storage.rooms.archive_replace(SVC, "lobby", "id2", "<message/>")
+    assert not await storage.rooms.archive_replace(SVC, "lobby", "id9", "<message/>")
+    got = await storage.rooms.archive_get(SVC, "lobby", "id2")
+    assert got is not None and got.stanza == "<message/>" and got.stamp == _archived(2).stamp
+    page, _ = await storage.rooms.archive_query(SVC, "lobby", ArchiveQuery())
+    assert [m.id for m in page] == ["id1", "id2", "id3"]  # in place, order kept
+
+
 # Publish-subscribe (XEP-0060) and PEP (XEP-0163)
 
 PEP = "alice@example.org"  # alice's PEP service is her bare JID

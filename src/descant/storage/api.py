@@ -193,6 +193,13 @@ class RoomStore(Protocol):
         whether the page reaches the end of the results in the paging direction.
         UnknownArchiveId if ``after`` or ``before`` names no message of the room."""
 
+    async def archive_get(self, service: str, room: str, id: str) -> ArchivedMessage | None:
+        """One archived message by its id, or None."""
+
+    async def archive_replace(self, service: str, room: str, id: str, stanza: str) -> bool:
+        """Replace an archived message's stanza (a retraction's tombstone); False if
+        the room's archive holds no such id."""
+
 
 @dataclass(frozen=True, slots=True)
 class PubsubItem:

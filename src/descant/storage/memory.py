@@ -247,6 +247,17 @@ class MemoryRoomStore:
             page = found[: query.limit]
         return page, len(page) == len(found)
 
+    async def archive_get(self, service: str, room: str, id: str) -> ArchivedMessage | None:
+        return next((m for m in self._archive.get((service, room), []) if m.id == id), None)
+
+    async def archive_replace(self, service: str, room: str, id: str, stanza: str) -> bool:
+        items = self._archive.get((service, room), [])
+        for i, m in enumerate(items):
+            if m.id == id:
+                items[i] = replace(m, stanza=stanza)
+                return True
+        return False
+
 
 class MemoryPubsubStore:
     def __init__(self, data: _Data) -> None:

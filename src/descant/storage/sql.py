@@ -549,6 +549,29 @@ class SqlRoomStore:
         decode = self._db.dialect.decode_time
         return [ArchivedMessage(str(i), decode(t), str(n), str(s)) for i, t, n, s in rows], complete
 
+    async def archive_get(self, service: str, room: str, id: str) -> ArchivedMessage | None:
+        row = await self._db.fetchone(
+            "SELECT id, stamp, nick, stanza FROM room_archive "
+            "WHERE service = ? AND room = ? AND id = ?",
+            service,
+            room,
+            id,
+        )
+        if row is None:
+            return None
+        i, t, n, s = row
+        return ArchivedMessage(str(i), self._db.dialect.decode_time(t), str(n), str(s))
+
+    async def archive_replace(self, service: str, room: str, id: str, stanza: str) -> bool:
+        changed = await self._db.execute(
+            "UPDATE room_archive SET stanza = ? WHERE service = ? AND room = ? AND id = ?",
+            stanza,
+            service,
+            room,
+            id,
+        )
+        return bool(changed)
+
 
 class SqlPubsubStore:
     def __init__(self, db: Database) -> None:

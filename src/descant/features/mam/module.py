@@ -40,6 +40,7 @@ from descant.features.mam.query import (
     query_form,
     result_message,
 )
+from descant.features.mam.retraction import tombstone
 from descant.features.mam.writer import ArchiveWriter
 from descant.jid import InvalidJID, parse
 from descant.modules import Module
@@ -70,16 +71,6 @@ def origin_id(stanza: ET.Element) -> str:
     if oid is not None and oid.get("id"):
         return oid.get("id", "")
     return stanza.get("id", "")
-
-
-def tombstone(stored: str, stamp: datetime) -> str:
-    """A retracted message as the archive keeps it (XEP-0424 §6): its envelope and
-    ids, and ``<retracted/>`` in place of its content."""
-    old = parse_element(stored)
-    out = ET.Element("message", dict(old.attrib))
-    ET.SubElement(out, f"{{{RETRACT}}}retracted", {"stamp": format_stamp(stamp)})
-    out.extend(c for c in old if c.tag in (_ORIGIN_ID, _STANZA_ID))
-    return serialize(out)
 
 
 class MamModule(Module):

@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
 from descant import forms
-from descant.features.muc import admin, archive
+from descant.features.mam.retraction import RETRACT
+from descant.features.muc import admin, archive, moderation
 from descant.features.muc.names import DATA, MUC_REQUEST, MUC_USER, q
 from descant.features.muc.room import Occupant, Room
 from descant.jid import InvalidJID, parse
@@ -61,6 +62,10 @@ async def groupchat(svc: MUCService, room: Room, occ: Occupant, stanza: ET.Eleme
     elif occ.role not in ("participant", "moderator"):
         # §7.4: visitors in a moderated room have no voice.
         return await svc.error(stanza, "forbidden", "you have no voice in this room")
+    if stanza.find(f"{{{RETRACT}}}retract") is not None and not await moderation.own_retraction(
+        svc, room, occ, stanza
+    ):
+        return True
     # One order per room: a message is reflected, kept in history, delivered to every
     # occupant and archived before the next one starts, so every occupant, the
     # history and the archive see the same order (a slow recipient, one whose
@@ -73,7 +78,7 @@ async def groupchat(svc: MUCService, room: Room, occ: Occupant, stanza: ET.Eleme
             assert subject is not None
             room.subject = subject.text or ""
             room.subject_by = occ.nick
-        elif stanza.find("body") is not None:
+        elif stanza.find("body") is not None or stanza.find(f"{{{RETRACT}}}retract") is not None:
             if room.config.logging:
                 archive_id = archive.stamp_id(room, reflected)
             if room.history.maxlen or archive_id is not None:

@@ -28,7 +28,8 @@ from collections.abc import Iterable
 
 from descant import forms
 from descant.errors import StanzaError
-from descant.features.muc import admin, archive, messages, occupants
+from descant.features.mam.retraction import MODERATE, RETRACT
+from descant.features.muc import admin, archive, messages, moderation, occupants
 from descant.features.muc.config import RoomConfig
 from descant.features.muc.names import (
     MUC,
@@ -72,6 +73,9 @@ class MUCService(Module):
             self.hook_iq(type_, "bare", f"{MUC_OWNER}:query", lambda ev: admin.on_owner(self, ev))
         self.hook_iq("set", "bare", f"{archive.MAM}:query", lambda ev: archive.on_query(self, ev))
         self.hook_iq("get", "bare", f"{archive.MAM}:query", lambda ev: archive.on_fields(self, ev))
+        self.hook_iq(
+            "set", "bare", f"{MODERATE}:moderate", lambda ev: moderation.on_moderate(self, ev)
+        )
         # Groupchat messages of one room go out one at a time (messages.groupchat).
         self.room_order = KeyedLock()
         # Forwarded iq between occupants, oldest first: our id → (requester, its id,
@@ -322,6 +326,8 @@ class MUCService(Module):
             MUC,
             ns.DISCO_INFO,
             OCCUPANT_ID,
+            RETRACT,
+            MODERATE,
             "muc_public" if cfg.public else "muc_hidden",
             "muc_persistent" if cfg.persistent else "muc_temporary",
             "muc_membersonly" if cfg.members_only else "muc_open",
