@@ -345,8 +345,9 @@ def _node_values(table: dict[NodeKey, dict[str, str]], service: str, jid: str) -
 
 
 def _words(text: str) -> set[str]:
-    """Full-text search words: runs of letters and digits, lower-cased."""
-    return {w.casefold() for w in re.findall(r"\w+", text)}
+    """Full-text search words: runs of letters and digits (``_`` separates, as in the
+    SQL engines' tokenizers), lower-cased."""
+    return {w.casefold() for w in re.findall(r"[^\W_]+", text)}
 
 
 class MemoryMamStore:
@@ -356,12 +357,12 @@ class MemoryMamStore:
     async def add(self, entries: Sequence[tuple[str, str, MamEntry]]) -> None:
         data = self._data
         for host, owner, entry in entries:
-            require_utc(entry.stamp)
+            stored = replace(entry, stamp=require_utc(entry.stamp))
             rows = data.mam.setdefault((host, owner), [])
             if any(e.id == entry.id for _, e in rows):
                 raise ValueError(f"archive id {entry.id!r} already used")
             data.mam_seq += 1
-            rows.append((data.mam_seq, entry))
+            rows.append((data.mam_seq, stored))
 
     async def query(self, host: str, owner: str, query: MamQuery) -> tuple[list[MamEntry], bool]:
         items = [e for _, e in self._data.mam.get((host, owner), [])]
