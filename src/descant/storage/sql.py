@@ -5,7 +5,8 @@ statement and hold a transaction; the stores below are written once, with ``?``
 placeholders and SQL both engines accept (``INSERT ... ON CONFLICT``, ``RETURNING``).
 What the engines disagree on lives in ``Dialect``: placeholder style and how a time is
 stored. Schema differences (BLOB vs BYTEA, autoincrement) live in the per-dialect
-migration files (migrations.py).
+migration files (migrations.py). The account archive's store, whose full-text search
+differs by engine, is in mam_sql.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from descant.storage.api import (
     ArchivedMessage,
     ArchiveQuery,
     KeyValueStore,
+    MamStore,
     NoSuchAccount,
     OfflineStore,
     PubsubItem,
@@ -37,6 +39,7 @@ from descant.storage.api import (
     ScramCredentials,
     UnknownArchiveId,
 )
+from descant.storage.mam_sql import SqlMamStore
 
 Row = tuple[Any, ...]
 Statement = tuple[str, tuple[object, ...]]  # SQL with ``?`` placeholders, and its parameters
@@ -202,6 +205,8 @@ class SqlAccountStore:
                 await tx.execute(
                     f"DELETE FROM {table} WHERE host = ? AND username = ?", host, username
                 )
+            # The archive names its account "owner".
+            await tx.execute("DELETE FROM mam WHERE host = ? AND owner = ?", host, username)
             bare = f"{username}@{host}"
             await _delete_pubsub_service(tx, bare)
             # And what it held on other services (a new account of that name must not
@@ -768,6 +773,7 @@ class SqlStorage:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.mam: MamStore = SqlMamStore(db)
         self.accounts: AccountStore = SqlAccountStore(db)
         self.roster: RosterStore = SqlRosterStore(db)
         self.offline: OfflineStore = SqlOfflineStore(db)
