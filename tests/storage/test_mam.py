@@ -1,8 +1,8 @@
 """Conformance of every backend's account message archive (XEP-0313, ``MamStore``).
 
 Runs against memory, SQLite and PostgreSQL through the ``storage`` fixture (conftest.py);
-the tests using ``durable_url`` cover SQLite and PostgreSQL only: reopening, and paging
-through 100,000 messages.
+the tests using ``durable_url`` cover SQLite and PostgreSQL only: sharing the database
+file or pool with the other stores, reopening, and paging through 100,000 messages.
 """
 
 from __future__ import annotations
@@ -518,6 +518,34 @@ async def test_mam_persists_and_keeps_order_across_reopen(
     assert await ids(second, MamQuery()) == ["m1", "m2", "m0"]
     assert await ids(second, MamQuery(text="before")) == ["m1"]
     assert await ids(second, MamQuery(after="m2")) == ["m0"]
+
+
+async def test_mam_traffic_does_not_hold_up_the_other_stores(
+    durable_url: str, make_storage: StorageFactory
+) -> None:
+    # A large archive insert is under way while a login-like read runs: the read must
+    # not queue behind it (SQLite: the archive has its own connection and thread;
+    # PostgreSQL: the pool).
+    storage = await make_storage(durable_url)
+    await storage.keyval.set(H, OWNER, "s", "k", "v")
+    big = [(H, OWNER, entry(i, text=f"word{i % 97} filler text")) for i in range(20_000)]
+    adding = asyncio.create_task(storage.mam.add(big))
+    await asyncio.sleep(0.01)  # let the insert start
+    assert not adding.done()
+    assert await storage.keyval.get(H, OWNER, "s", "k") == "v"
+    assert await storage.accounts.get(H, OWNER) is None
+    assert not adding.done(), "the reads waited for the archive insert"
+    await adding
+    bounds = await storage.mam.bounds(H, OWNER)
+    assert bounds is not None and (bounds[0].id, bounds[1].id) == ("m0", "m19999")
+
+    # The other way round: while the other stores are inside a write transaction, the
+    # archive still answers (on one SQLite connection this would wait for the end).
+    assert isinstance(storage, SqlStorage)
+    async with storage.db.transaction() as tx:
+        await tx.execute("DELETE FROM keyval WHERE host = ?", "nowhere.example")
+        page, _ = await asyncio.wait_for(storage.mam.query(H, OWNER, MamQuery(limit=2)), 5)
+        assert [e.id for e in page] == ["m0", "m1"]
 
 
 @pytest.mark.timeout(20)

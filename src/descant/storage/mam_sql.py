@@ -17,6 +17,9 @@ Search words are those of memory.py (runs of letters and digits); with none, the
 text filter. The engines then fold them their own way: SQLite also ignores accents
 ("cafe" finds "café"), PostgreSQL folds case beyond ASCII only under a locale that does
 (see the migration files' comments).
+
+On SQLite the store is given the storage's ``sibling()`` database: a connection of its
+own, so archive traffic and the other stores never queue behind each other (sqlite.py).
 """
 
 from __future__ import annotations

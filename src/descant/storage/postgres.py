@@ -8,7 +8,10 @@ It is removed before the URL reaches asyncpg, which would otherwise send it to t
 as a setting.
 
 A small pool: the event loop is single-threaded, so a handful of connections covers the
-statements that overlap while others wait on the network.
+statements that overlap while others wait on the network. Every statement, and every
+transaction, takes a pool connection for its own duration and no lock is held across
+them, so the account archive's batch inserts and searches share the pool with the other
+stores without waiting for them (``sibling()`` is the database itself).
 """
 
 from __future__ import annotations
@@ -93,6 +96,11 @@ class PostgresDatabase:
         if self._pool is not None:
             await self._pool.close()
             self._pool = self._conn = None
+
+    def sibling(self) -> PostgresDatabase:
+        # The pool hands each statement or transaction a connection of its own, and
+        # nothing here takes a lock across them, so archive traffic needs no second pool.
+        return self
 
     def _connection(self) -> _Connection:
         if self._conn is None:

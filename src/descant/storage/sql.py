@@ -76,6 +76,12 @@ class Database(Executor, Protocol):
         """Run independent statements in one transaction and return each one's rows
         (``RETURNING``); in one hand-off where the engine allows (SQLite)."""
 
+    def sibling(self) -> Database:
+        """A handle on the same database whose statements do not queue behind this
+        one's (the account archive's): on SQLite a second connection on a thread of its
+        own, on PostgreSQL this object (its pool already runs statements side by side).
+        Not yet connected; the caller connects and closes it when it is not ``self``."""
+
 
 def require_utc(stamp: datetime) -> datetime:
     """The same instant in UTC; naive times are refused since their zone is a guess."""
@@ -205,7 +211,8 @@ class SqlAccountStore:
                 await tx.execute(
                     f"DELETE FROM {table} WHERE host = ? AND username = ?", host, username
                 )
-            # The archive names its account "owner".
+            # The archive's column is "owner"; on SQLite this transaction is on the main
+            # connection, not the archive's, and simply takes the file's write lock.
             await tx.execute("DELETE FROM mam WHERE host = ? AND owner = ?", host, username)
             bare = f"{username}@{host}"
             await _delete_pubsub_service(tx, bare)
@@ -769,11 +776,17 @@ class SqlPubsubStore:
 
 
 class SqlStorage:
-    """``Storage`` over any ``Database``; ``open()`` connects and migrates."""
+    """``Storage`` over any ``Database``; ``open()`` connects and migrates.
+
+    The account archive runs on ``mam_db``, the database's ``sibling()``: on SQLite a
+    second connection with a thread of its own (see sqlite.py), on PostgreSQL the same
+    pool. It is connected after the migrations and closed before the main database.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.mam: MamStore = SqlMamStore(db)
+        self.mam_db = db.sibling()
+        self.mam: MamStore = SqlMamStore(self.mam_db)
         self.accounts: AccountStore = SqlAccountStore(db)
         self.roster: RosterStore = SqlRosterStore(db)
         self.offline: OfflineStore = SqlOfflineStore(db)
@@ -785,9 +798,15 @@ class SqlStorage:
         await self.db.connect()
         try:
             await migrations.migrate(self.db)
+            if self.mam_db is not self.db:
+                await self.mam_db.connect()
         except BaseException:
             await self.db.close()
             raise
 
     async def close(self) -> None:
-        await self.db.close()
+        try:
+            if self.mam_db is not self.db:
+                await self.mam_db.close()
+        finally:
+            await self.db.close()

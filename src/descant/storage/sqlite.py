@@ -18,6 +18,15 @@ the same reason a transaction's ``BEGIN IMMEDIATE`` goes with its first statemen
 An asyncio lock keeps a transaction's statements from interleaving with other tasks'
 statements; ``BEGIN IMMEDIATE`` takes the write lock up front (a deferred transaction
 upgrading later could fail instead of waiting).
+
+The account archive (XEP-0313) gets a connection and thread of its own: ``sibling()`` is a
+second ``SqliteDatabase`` on the same file, which ``SqlStorage`` connects after migrating
+and closes with the rest. Archive batch inserts and searches through many messages take
+milliseconds, and on one thread every login and roster read would queue behind them (and
+they behind those). With WAL the two connections read side by side; writes still take
+turns on the file's one write lock, which ``busy_timeout`` waits for (a batch of a few
+hundred messages holds it for a few milliseconds). ``:memory:`` is one database per
+connection, so there the sibling is the database itself.
 """
 
 from __future__ import annotations
@@ -123,8 +132,9 @@ class SqliteDatabase:
 
     dialect: Dialect = SQLITE
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, thread_name: str = "descant-sqlite") -> None:
         self.path = path
+        self.thread_name = thread_name
         self._lock = asyncio.Lock()
         self._conn: _Connection | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -133,7 +143,7 @@ class SqliteDatabase:
         if self.path != ":memory:":
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="descant-sqlite")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.thread_name)
         try:
             raw = await asyncio.get_running_loop().run_in_executor(pool, _open, self.path)
         except BaseException:
@@ -150,6 +160,11 @@ class SqliteDatabase:
             await conn.run(conn._conn.close)
             self._conn = self._pool = None
         pool.shutdown(wait=True)
+
+    def sibling(self) -> SqliteDatabase:
+        if self.path == ":memory:":
+            return self
+        return SqliteDatabase(self.path, thread_name=f"{self.thread_name}-archive")
 
     def _connection(self) -> _Connection:
         if self._conn is None:
