@@ -390,14 +390,18 @@ async def test_plain_derivation_leaves_the_event_loop_free(accounts: AccountStor
             lags.append(time.perf_counter() - t)
 
     tick = asyncio.create_task(ticker())
+    began = time.perf_counter()
     steps = await asyncio.gather(
         *(PlainAuth(HOST, accounts).start(b"\0slow\0" + PASSWORD.encode()) for _ in range(6)),
         *(PlainAuth(HOST, accounts).start(b"\0nobody\0wrong") for _ in range(2)),
     )
+    took = time.perf_counter() - began
     stop.set()
     await tick
     assert [type(s) for s in steps] == [Success] * 6 + [Failure] * 2
-    assert max(lags) < 0.04, f"the loop stalled for {max(lags) * 1000:.1f} ms"
+    # On the loop, the derivations would stall it for about all of ``took``; relative
+    # to it, so that a loaded machine slows both sides alike.
+    assert max(lags) < took / 3, f"the loop stalled {max(lags) * 1000:.0f} of {took * 1000:.0f} ms"
 
 
 async def test_too_many_pending_derivations_is_a_temporary_failure(

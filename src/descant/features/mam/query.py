@@ -113,6 +113,8 @@ def parse_request(query: ET.Element, max_page: int) -> Request:
         if rsm_before is not None:
             before = rsm_before or before or ""
     ids = tuple(v.strip() for v in values.get("ids", []) if v.strip())
+    if len(ids) > max_page:
+        raise StanzaError("bad-request", f"ids: at most {max_page} at once")
     text = forms.single(values.get(FULLTEXT, [])).strip()
     return Request(
         MamQuery(
