@@ -2,8 +2,10 @@
 
     python -m bench.profile [--pairs 100] [--duration 15]
                             [--scenario chat|chat-ws|chat-sm|presence|pep|muc]
+                            [--archive]
 
-Starts Descant as ``make bench`` does, loads it (closed-loop saturation), samples it
+Starts Descant as ``make bench`` does (the message archive off unless ``--archive``,
+as in ``chat-mam``), loads it (closed-loop saturation), samples it
 with ``py-spy record --nonblocking`` and prints the functions with the most samples:
 own time (the frame on top of the stack) and inclusive time (anywhere on it).
 """
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument(
+        "--archive", action="store_true", help="archive every message (XEP-0313), as chat-mam"
+    )
     ap.add_argument("--raw", default=None, help="keep py-spy's collapsed stacks here")
     args = ap.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile()
     with tempfile.TemporaryDirectory(prefix="descant-profile-") as tmp:
         work = Path(tmp)
-        srv = Descant(work)
+        srv = Descant(work, archive=args.archive)
         users = [f"u{i}" for i in range(max(2 * args.pairs, 100))]
         rosters = scenarios.presence_rosters(2)
         srv.prepare([*users, *rosters], rosters)

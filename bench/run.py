@@ -40,7 +40,13 @@ SCENARIOS = (
     "pep",
     "muc",
     "login-scram",
+    "chat-mam",
+    "mam-query",
 )
+
+# mam-query: the account whose archive is filled and queried, and its contacts.
+MAM_OWNER = "mam0"
+MAM_CONTACTS = [f"mam{i}" for i in range(1, 11)]
 
 # (scenario, metric, unit, better): the figures compared in the results table.
 METRICS = [
@@ -82,6 +88,20 @@ METRICS = [
     ("muc", "cpu_us_per_stanza", "µs CPU per delivered groupchat", "lower"),
     ("login-scram", "logins_per_s", "SCRAM-SHA-256+TLS logins/s", "higher"),
     ("login-scram", "cpu_ms_per_login", "ms CPU per SCRAM login", "lower"),
+    ("chat-mam", "msgs_per_s", "delivered msgs/s at saturation, archiving", "higher"),
+    ("chat-mam", "cpu_us_per_msg", "µs CPU per delivered message, archiving", "lower"),
+    ("chat-mam", "ratio_to_off", "CPU per message, archiving on / off (same process)", "lower"),
+    (
+        "chat-mam",
+        "ratio_to_chat_saturation",
+        "CPU per message, archiving / chat-saturation",
+        "lower",
+    ),
+    ("chat-mam", "archived_per_delivered", "archived rows per message (2 expected)", "higher"),
+    ("mam-query", "latency_p50_ms", "archive query of 50, latency p50 (ms)", "lower"),
+    ("mam-query", "latency_p99_ms", "archive query of 50, latency p99 (ms)", "lower"),
+    ("mam-query", "cpu_ms_per_query", "ms CPU per archive query of 50", "lower"),
+    ("mam-query", "results_per_query", "results per query (50 expected)", "higher"),
 ]
 
 
@@ -119,8 +139,8 @@ def run_server(
         print(json.dumps(res), flush=True)
         print(row(srv.name, {k: v for k, v in res.items() if k != "server"}), flush=True)
 
-    def fresh(fn: Callable[[Pool], None]) -> None:
-        srv.start()
+    def fresh(fn: Callable[[Pool], None], archive: bool = False) -> None:
+        srv.start(archive)
         pool = Pool(args.workers, "127.0.0.1", srv.port, DOMAIN, PASSWORD, srv.http_port)
         try:
             fn(pool)
@@ -174,6 +194,53 @@ def run_server(
             res["ratio_to_chat_saturation"] = res["cpu_us_per_msg"] / plain["cpu_us_per_msg"]
         return [res]
 
+    def archiving(
+        name: str,
+        setup: Callable[[], Any],
+        fn: Callable[[Pool, Any], list[dict[str, Any]]],
+        counted: Callable[[dict[str, Any], int, int], None],
+    ) -> None:
+        """An archive scenario: ``setup`` writes into storage (server stopped) and
+        returns what ``fn`` needs; then a fresh process with the archive on runs
+        ``fn``; the archive's rows are counted before it starts and after it stopped
+        (the server writes its archive out as it stops) and handed to ``counted``
+        (result, rows before, rows after) before the results are emitted."""
+        reason = srv.supports_archive()
+        if reason is not None:
+            emit({"scenario": name, "skipped": reason})
+            return
+        t0 = time.monotonic()
+        prepared = setup()
+        setup_s = time.monotonic() - t0
+        rows0 = srv.archive_rows()
+        out: list[dict[str, Any]] = []
+
+        def run(pool: Pool) -> None:
+            out.extend(fn(pool, prepared))
+
+        try:
+            fresh(run, archive=True)
+        except RuntimeError as exc:
+            emit({"scenario": name, "skipped": f"failed: {exc}"[:300]})
+            return
+        rows = srv.archive_rows()
+        for res in out:
+            res["setup_s"] = setup_s
+            counted(res, rows0, rows)
+            emit(res)
+
+    def chat_mam_rows(res: dict[str, Any], before: int, after: int) -> None:
+        res["archived_rows"] = after - before
+        res["archived_per_delivered"] = (after - before) / max(res["delivered_on_total"], 1)
+        res["archived_per_sent"] = (after - before) / max(res["sent_on_total"], 1)
+        plain = next((r for r in results if r["scenario"] == "chat-saturation"), None)
+        if plain is not None and "cpu_us_per_msg" in plain:  # another process, as chat-sm
+            res["ratio_to_chat_saturation"] = res["cpu_us_per_msg"] / plain["cpu_us_per_msg"]
+
+    def mam_query_rows(res: dict[str, Any], before: int, after: int) -> None:
+        res["archive_rows"] = after  # all accounts; queries add none
+        res["archive_rows_added"] = after - before
+
     if "idle" not in args.skip:
         fresh(idle)
     if "hibernated" not in args.skip:
@@ -213,6 +280,22 @@ def run_server(
         fresh(muc)
     if "login-scram" not in args.skip:
         fresh(lambda pool: emit(scenarios.login_scram(srv, pool, args.scram)))
+    # The archive scenarios last: they leave archived messages in storage.
+    if "chat-mam" not in args.skip:
+        off = [f"u{i}" for i in range(2 * args.pairs, 4 * args.pairs)]
+        archiving(
+            "chat-mam",
+            lambda: srv.archive_never(off),
+            lambda pool, _: [scenarios.chat_mam(srv, pool, args.pairs, args.duration, 16)],
+            chat_mam_rows,
+        )
+    if "mam-query" not in args.skip:
+        archiving(
+            "mam-query",
+            lambda: srv.fill_archive(MAM_OWNER, MAM_CONTACTS, args.mam_archive),
+            lambda pool, ids: [scenarios.mam_query(srv, pool, MAM_OWNER, ids, args.mam_queries)],
+            mam_query_rows,
+        )
     return results
 
 
@@ -280,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         default=300.0,
         help="presence-csi: presence changes/s offered (both servers must keep up)",
     )
+    ap.add_argument(
+        "--mam-archive", type=int, default=100_000, help="mam-query: messages in the archive"
+    )
+    ap.add_argument("--mam-queries", type=int, default=500, help="mam-query: queries measured")
     ap.add_argument("--skip", default="", help="scenarios to skip: " + ",".join(SCENARIOS))
     ap.add_argument("--only", default="", help="scenarios to run, none other (e.g. --only chat-ws)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to try the rig")
@@ -307,14 +394,16 @@ def main(argv: list[str] | None = None) -> int:
             30,
         )
         args.hibernated = [200, 500]
+        args.mam_archive, args.mam_queries = 20_000, 200
     if len(args.idle) < len(sizes):
         print(f"# open-file limit {nofile}: idle sizes capped at {most}", file=sys.stderr)
     if not shutil.which("prosody") and "prosody" in args.servers:
         print("# prosody not installed (make peers): running Descant only", file=sys.stderr)
         args.servers = "descant"
 
-    n_users = max([*args.idle, *args.hibernated, 2 * args.pairs, args.scram, args.occupants])
-    users = [f"u{i}" for i in range(n_users)]
+    # chat-mam: two groups of pairs.
+    n_users = max([*args.idle, *args.hibernated, 4 * args.pairs, args.scram, args.occupants])
+    users = [f"u{i}" for i in range(n_users)] + [MAM_OWNER, *MAM_CONTACTS]
     rosters = scenarios.presence_rosters(args.cliques)
     users += list(rosters)
     started = datetime.datetime.now(datetime.UTC)
@@ -326,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cert = tls.ensure_certificate([DOMAIN], str(work / "certs"), "", "")
         for name in args.servers.split(","):
-            srv: Server = Descant(work) if name == "descant" else Prosody(work, cert)
+            srv: Server = Descant(work, archive=False) if name == "descant" else Prosody(work, cert)
             modules[srv.name] = srv.modules()
             all_results[srv.name] = run_server(srv, args, (users, rosters))
     lines = table(all_results, args)
@@ -370,7 +459,9 @@ def report(
         f"Settings: idle {args.idle}, hibernated {args.hibernated}, {args.pairs} chat pairs, "
         f"{args.duration:g}s phases, latency at {args.rate:g} msg/s, presence "
         f"and pep {args.cliques}×51 users (presence-csi at {args.presence_rate:g} changes/s), "
-        f"{args.scram} SCRAM logins, {args.workers} load-generator processes.",
+        f"{args.scram} SCRAM logins, {args.workers} load-generator processes; chat-mam "
+        f"2×{args.pairs} pairs; mam-query {args.mam_queries} queries on an archive of "
+        f"{args.mam_archive:,} messages.",
         "",
         "## Modules loaded",
         "",

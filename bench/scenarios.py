@@ -217,16 +217,20 @@ def _saturate(
         "cpu_s": cpu,
         "elapsed_s": elapsed,
         "writes": m.writes,
+        "primed": primed,  # delivered before the measure (chat-mam counts what is archived)
     }
     if batch > 1:
         out["acks_sent"] = sum(r["acks_sent"] for r in res)
     return out
 
 
-def _pair_parts(pool: Pool, pairs_n: int) -> tuple[list[list[tuple[str, str]]], list[list[str]]]:
-    """The chat pairs per worker, and the users per worker (both ends of a pair are
-    on the same worker, which counts what the receiver got)."""
-    pairs = [(f"u{2 * k}", f"u{2 * k + 1}") for k in range(pairs_n)]
+def _pair_parts(
+    pool: Pool, pairs_n: int, first: int = 0
+) -> tuple[list[list[tuple[str, str]]], list[list[str]]]:
+    """The chat pairs per worker (users u<first>, u<first + 1>, …), and the users per
+    worker (both ends of a pair are on the same worker, which counts what the
+    receiver got)."""
+    pairs = [(f"u{first + 2 * k}", f"u{first + 2 * k + 1}") for k in range(pairs_n)]
     parts = split(pairs, len(pool))
     return parts, [[u for p in part for u in p] for part in parts]
 
@@ -258,21 +262,26 @@ def _alternate(
             _quiet(pool)
             res = _saturate(server, pool, parts, max(duration / ROUNDS, 2.0), window, batch)
             pool.all("close")
-            for key in ("delivered", "cpu_s", "elapsed_s", "writes", "acks_sent"):
-                total[key] = total.get(key, 0) + res.get(key, 0)
-    out = []
-    for total in totals:
-        n = max(total["delivered"], 1)
-        out.append(
-            {
-                "delivered": int(total["delivered"]),
-                "msgs_per_s": total["delivered"] / total["elapsed_s"],
-                "cpu_us_per_msg": total["cpu_s"] * 1e6 / n,
-                "writes_per_msg": total["writes"] / n,
-                **({"acks_sent": int(total["acks_sent"])} if total.get("acks_sent") else {}),
-            }
-        )
-    return out[0], out[1]
+            _add(total, res)
+    return _summary(totals[0]), _summary(totals[1])
+
+
+def _add(total: dict[str, float], res: dict[str, Any]) -> None:
+    """Add one phase's raw totals (``_saturate``) to a mode's."""
+    for key in ("sent", "delivered", "cpu_s", "elapsed_s", "writes", "acks_sent", "primed"):
+        total[key] = total.get(key, 0) + res.get(key, 0)
+
+
+def _summary(total: dict[str, float]) -> dict[str, Any]:
+    """A mode's figures over all its phases."""
+    n = max(total["delivered"], 1)
+    return {
+        "delivered": int(total["delivered"]),
+        "msgs_per_s": total["delivered"] / total["elapsed_s"],
+        "cpu_us_per_msg": total["cpu_s"] * 1e6 / n,
+        "writes_per_msg": total["writes"] / n,
+        **({"acks_sent": int(total["acks_sent"])} if total.get("acks_sent") else {}),
+    }
 
 
 def chat_ws(
@@ -312,6 +321,142 @@ def chat_sm(
         "writes_per_msg_plain": plain["writes_per_msg"],
         "ratio_to_plain": sm["cpu_us_per_msg"] / plain["cpu_us_per_msg"],
     }
+
+
+def chat_mam(
+    server: Server, pool: Pool, pairs_n: int, duration: float, window: int
+) -> dict[str, Any]:
+    """The saturation phase of ``chat`` in a server archiving every account's
+    messages (XEP-0313), against the same without archiving in the same process,
+    alternating as ``chat-ws`` does. Both groups of ``pairs_n`` pairs are logged in
+    throughout: group "on" (u0…) has the server's default, archive everything;
+    group "off" (the next 2 × ``pairs_n`` users) has preferences ``default='never'``,
+    written into storage before the server started (``Server.archive_never``).
+
+    ``delivered_on_total`` is every message group "on" exchanged, the first messages
+    and the warm-up included: each should be archived twice, once per account
+    (run.py counts the archive's rows after the server stopped). ``sent_on_total``
+    is what group "on" sent: a server that archives what it has not delivered yet
+    (the sender's copy, or the messages of a drain that timed out) has more rows."""
+    on_parts, on_users = _pair_parts(pool, pairs_n)
+    off_parts, off_users = _pair_parts(pool, pairs_n, 2 * pairs_n)
+    _login(pool, [a + b for a, b in zip(on_users, off_users, strict=True)], "plain")
+    _quiet(pool)
+    groups = (off_parts, on_parts)  # the reference first, as in _alternate
+    totals: list[dict[str, float]] = [{}, {}]
+    everything: list[dict[str, float]] = [{}, {}]  # the warm-up too
+    for all_, parts in zip(everything, groups, strict=True):
+        _add(all_, _saturate(server, pool, parts, min(duration, 1.0), window))
+    for _ in range(ROUNDS):
+        for total, all_, parts in zip(totals, everything, groups, strict=True):
+            res = _saturate(server, pool, parts, max(duration / ROUNDS, 2.0), window)
+            _add(total, res)
+            _add(all_, res)
+    pool.all("close")
+    off, on = _summary(totals[0]), _summary(totals[1])
+    return {
+        "scenario": "chat-mam",
+        "pairs": pairs_n,
+        **on,
+        "msgs_per_s_off": off["msgs_per_s"],
+        "cpu_us_per_msg_off": off["cpu_us_per_msg"],
+        "writes_per_msg_off": off["writes_per_msg"],
+        "ratio_to_off": on["cpu_us_per_msg"] / off["cpu_us_per_msg"],
+        "delivered_on_total": int(everything[1]["delivered"] + everything[1]["primed"]),
+        "delivered_off_total": int(everything[0]["delivered"] + everything[0]["primed"]),
+        # Sent, first messages included: more than delivered when a phase's drain
+        # (worker.cmd_chat_saturate, 10 s) ended with messages still on their way.
+        "sent_on_total": int(everything[1]["sent"] + everything[1]["primed"]),
+    }
+
+
+MAM_PAGE = 50  # mam-query: messages per page (RSM <max/>)
+
+
+def mam_queries(ids: list[tuple[str, str]], n: int, seed: int = 313) -> list[tuple[str, bytes]]:
+    """``n`` archive queries (XEP-0313 §4) of a page of MAM_PAGE, each with a full
+    page to return, from random positions of an archive whose messages are ``ids``
+    ((archive id, contact), oldest first): 60% RSM ``<after/>`` an id of the whole
+    archive, 20% the last page (empty ``<before/>``), 20% ``with`` one contact
+    and ``<after/>`` one of that contact's messages. Returns (kind, iq) pairs; the
+    iq of query i has id and queryid ``q<i>``."""
+    import random
+
+    rng = random.Random(seed)
+    by_contact: dict[str, list[str]] = {}
+    for id_, contact in ids:
+        by_contact.setdefault(contact, []).append(id_)
+    contacts = sorted(by_contact)
+    out = []
+    for i in range(n):
+        r = rng.random()
+        with_field = ""
+        if r < 0.6:
+            kind = "after"
+            paging = f"<after>{ids[rng.randrange(len(ids) - MAM_PAGE)][0]}</after>"
+        elif r < 0.8:
+            kind = "last"
+            paging = "<before/>"
+        else:
+            kind = "with"
+            contact = rng.choice(contacts)
+            theirs = by_contact[contact]
+            with_field = f"<field var='with'><value>{contact}</value></field>"
+            paging = f"<after>{theirs[rng.randrange(len(theirs) - MAM_PAGE)]}</after>"
+        iq = (
+            f"<iq type='set' id='q{i}'><query xmlns='urn:xmpp:mam:2' queryid='q{i}'>"
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>urn:xmpp:mam:2</value></field>{with_field}</x>"
+            f"<set xmlns='http://jabber.org/protocol/rsm'><max>{MAM_PAGE}</max>{paging}</set>"
+            "</query></iq>"
+        )
+        out.append((kind, iq.encode()))
+    return out
+
+
+def mam_query(
+    server: Server, pool: Pool, owner: str, ids: list[tuple[str, str]], n: int, warmup: int = 20
+) -> dict[str, Any]:
+    """One client (``owner``, whose archive holds ``ids``) sends ``n`` archive queries
+    (``mam_queries``) one after the other: latency from sending a query to reading
+    its result iq, all its messages read before, and server CPU per query.
+    ``warmup`` queries of the same mix go first, outside the measure."""
+    _login(pool, [[owner]] + [[]] * (len(pool) - 1), "plain")
+    _quiet(pool)
+    queries = mam_queries(ids, warmup + n)
+    idle = [("quiet", 0.1, 1.0)] * (len(pool) - 1)
+    iqs = [(f"q{i}", q) for i, (_, q) in enumerate(queries)]
+    pool.call([("mam_query", owner, iqs[:warmup]), *idle])
+    m = Meter(server, pool)
+    res = pool.call([("mam_query", owner, iqs[warmup:]), *idle])[0]
+    cpu, gen, _ = m.done()
+    pool.all("close")
+    if res["errors"]:
+        raise RuntimeError(f"{res['errors']} of {n} queries failed, e.g. {res['example']}")
+    lat = [x / 1e6 for x in res["latencies"]]
+
+    def pct(values: list[float], p: float) -> float:
+        values = sorted(values)
+        return values[min(len(values) - 1, int(p * len(values)))] if values else float("nan")
+
+    out: dict[str, Any] = {
+        "scenario": "mam-query",
+        "archived": len(ids),
+        "queries": n,
+        "page": MAM_PAGE,
+        "results_per_query": sum(res["results"]) / max(n, 1),
+        "short_pages": sum(1 for r in res["results"] if r < MAM_PAGE),
+        "latency_p50_ms": pct(lat, 0.50),
+        "latency_p99_ms": pct(lat, 0.99),
+        "latency_max_ms": max(lat),
+        "cpu_ms_per_query": cpu * 1000 / max(n, 1),
+    }
+    for kind in ("after", "last", "with"):
+        mine = [x for (k, _), x in zip(queries[warmup:], lat, strict=True) if k == kind]
+        out[f"queries_{kind}"] = len(mine)
+        out[f"latency_p99_ms_{kind}"] = pct(mine, 0.99)
+    out["generator_cpu_s"] = gen
+    return out
 
 
 HIBERNATE_ROUND = 200  # hibernated: sessions logged in, then dropped, at a time

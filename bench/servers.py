@@ -10,12 +10,16 @@ internal storage format.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
+import inspect
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.proc import cpu_seconds, memory_kib
@@ -69,6 +73,8 @@ class Server:
         self.http_port = free_port()  # XMPP over WebSocket (RFC 7395) at /xmpp-websocket
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "server.log"
+        self.config = self.dir / "server.cfg"  # each server's own name
+        self.archive = False  # the message archive as configured
 
     @property
     def pid(self) -> int:
@@ -88,7 +94,30 @@ class Server:
         """What the server loads, as the results file states it."""
         raise NotImplementedError
 
-    def start(self) -> None:
+    def archive_config(self, archive: bool) -> list[str]:
+        """The parts of the configuration file that say whether the message archive
+        (XEP-0313) is on, as they read with it on or off."""
+        raise NotImplementedError
+
+    def set_archive(self, archive: bool) -> None:
+        """Turn the message archive on or off in the configuration file, in place:
+        what else a subclass changed in the file stays (bench/soak.py)."""
+        if archive == self.archive:
+            return
+        text = self.config.read_text()
+        before, after = self.archive_config(self.archive), self.archive_config(archive)
+        for old, new in zip(before, after, strict=True):
+            if old not in text:
+                raise RuntimeError(f"{self.config} no longer has {old!r}")
+            text = text.replace(old, new, 1)
+        self.config.write_text(text)
+        self.archive = archive
+
+    def start(self, archive: bool | None = None) -> None:
+        """Start a process; ``archive``: with the message archive on (the archive
+        scenarios) or off (every other scenario); None: as configured."""
+        if archive is not None:
+            self.set_archive(archive)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command(),
@@ -116,14 +145,52 @@ class Server:
     def supports_muc(self) -> bool:
         return True
 
+    def supports_archive(self) -> str | None:
+        """None if the archive scenarios can run, else why not."""
+        return None
+
+    def archive_rows(self) -> int:
+        """Messages in the archive's storage, all accounts (read with the server stopped)."""
+        raise NotImplementedError
+
+    def archive_never(self, users: list[str]) -> None:
+        """Archive preferences ``default='never'`` for ``users``, written into storage
+        with the server stopped (XEP-0313 §6.2)."""
+        raise NotImplementedError
+
+    def fill_archive(self, owner: str, contacts: list[str], n: int) -> list[tuple[str, str]]:
+        """``n`` messages in ``owner``'s archive, written into storage with the server
+        stopped: exchanged with ``contacts`` in turn, each direction in turn. Returns
+        (archive id, contact) of every message, oldest first."""
+        raise NotImplementedError
+
+
+def _sqlite_count(path: Path, table: str) -> int:
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        known = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+        if not db.execute(known, (table,)).fetchone()[0]:
+            return 0  # Prosody makes its tables on its first connection
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+ARCHIVE_BODY = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod."
+
 
 class Descant(Server):
     name = "Descant"
 
-    def __init__(self, workdir: Path, muc: bool = False) -> None:
+    def __init__(self, workdir: Path, muc: bool = False, archive: bool = True) -> None:
+        """``archive``: the message archive on (Descant's default) or off (bench/run.py
+        turns it off, and on for the archive scenarios only)."""
         super().__init__(workdir)
         self.config = self.dir / "descant.toml"
         self.db = self.dir / "descant.db"
+        self.archive = archive
+        mam = self.archive_config(archive)[0]
         self.config.write_text(
             f"""# Written by bench/servers.py: plain TCP and PLAIN for load (never in production).
 [server]
@@ -148,10 +215,21 @@ url = "sqlite:///{self.db}"
 max_connections_per_ip = 1000000
 c2s_rate = 1099511627776
 
+{mam}
 [log]
 level = "warning"
 """
         )
+
+    def archive_config(self, archive: bool) -> list[str]:
+        # Prosody's configuration has no archive outside the archive scenarios, so
+        # Descant's neither; in them both keep everything (no expiry) and return at
+        # most 250 messages per query.
+        if archive:
+            return [
+                '[mam]\nenabled = true\ndefault = "always"\nexpire_after = ""\nmax_page = 250\n'
+            ]
+        return ["[mam]\nenabled = false\n"]
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "descant", "--config", str(self.config), "serve"]
@@ -163,7 +241,10 @@ level = "warning"
         muc = " and its MUC service" if self.supports_muc() else ""
         return (
             f"default modules ({names}){muc}; HTTP listener with WebSocket, BOSH and "
-            "host-meta; c2s.resume_timeout 300 s (default)"
+            "host-meta; c2s.resume_timeout 300 s (default); message archive off "
+            "(mam.enabled = false) except in chat-mam and mam-query, which run with "
+            "mam.enabled = true, mam.default = always, mam.expire_after = '' (never), "
+            "mam.max_page = 250, on the same SQLite file"
         )
 
     def prepare(self, users: list[str], rosters: dict[str, list[str]]) -> None:
@@ -192,12 +273,125 @@ level = "warning"
     def supports_muc(self) -> bool:
         return (ROOT / "src" / "descant" / "features" / "muc").is_dir()
 
+    def archive_rows(self) -> int:
+        return _sqlite_count(self.db, "mam")
+
+    def archive_never(self, users: list[str]) -> None:
+        asyncio.run(self._archive_never(users))
+
+    async def _archive_never(self, users: list[str]) -> None:
+        from descant.features.mam.policy import Prefs
+        from descant.storage import open_storage
+
+        prefs = Prefs("never").to_json()  # as the module stores a <prefs default='never'/>
+        storage = open_storage(f"sqlite:///{self.db}", str(self.dir))
+        await storage.open()
+        try:
+            for user in users:
+                await storage.keyval.set(DOMAIN, user, "mam", "prefs", prefs)
+        finally:
+            await storage.close()
+
+    def fill_archive(self, owner: str, contacts: list[str], n: int) -> list[tuple[str, str]]:
+        return asyncio.run(self._fill_archive(owner, contacts, n))
+
+    async def _fill_archive(self, owner: str, contacts: list[str], n: int) -> list[tuple[str, str]]:
+        """Entries as the archive module makes them (features/mam/module.py
+        ``MamModule._entry``): an id from the module's own allocator, the message
+        serialized with the archive's stanza-id on incoming ones, in batches through
+        ``MamStore.add`` as its background writer does."""
+        import xml.etree.ElementTree as ET
+
+        from descant.storage import open_storage
+        from descant.storage.api import MamEntry
+        from descant.xml.serialize import serialize
+
+        new_id = _archive_id_allocator()
+        me = f"{owner}@{DOMAIN}"
+        start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=10 * n)
+        storage = open_storage(f"sqlite:///{self.db}", str(self.dir))
+        await storage.open()
+        out: list[tuple[str, str]] = []
+        try:
+            batch: list[tuple[str, str, MamEntry]] = []
+            for i in range(n):
+                contact = f"{contacts[(i // 2) % len(contacts)]}@{DOMAIN}"
+                outgoing = i % 2 == 0
+                stamp = start + datetime.timedelta(seconds=10 * i)
+                id_ = new_id(stamp)
+                attrs = (
+                    {"to": contact, "type": "chat", "id": f"m{i}", "from": f"{me}/bench"}
+                    if outgoing
+                    else {"to": me, "type": "chat", "id": f"m{i}", "from": f"{contact}/bench"}
+                )
+                msg = ET.Element("{jabber:client}message", attrs)
+                ET.SubElement(msg, "{jabber:client}body").text = ARCHIVE_BODY
+                if not outgoing:
+                    ET.SubElement(msg, "{urn:xmpp:sid:0}stanza-id", {"id": id_, "by": me})
+                entry = MamEntry(
+                    id=id_,
+                    stamp=stamp,
+                    with_jid=contact,
+                    with_resource="" if outgoing else "bench",
+                    outgoing=outgoing,
+                    origin_id=f"m{i}",
+                    text=ARCHIVE_BODY,
+                    stanza=serialize(msg),
+                )
+                batch.append((DOMAIN, owner, entry))
+                out.append((id_, contact))
+                if len(batch) == ARCHIVE_BATCH:
+                    await storage.mam.add(batch)
+                    batch = []
+            await storage.mam.add(batch)
+        finally:
+            await storage.close()
+        return out
+
+
+ARCHIVE_BATCH = 1000  # messages per MamStore.add in fill_archive
+
+
+def _archive_id_allocator() -> Callable[[datetime.datetime], str]:
+    """The archive module's id allocator (``new_archive_id`` in
+    descant.features.mam.module), called as that module calls it: with no argument,
+    or with the message's time if it takes one (time-ordered ids)."""
+    from descant.features.mam import module as mam
+
+    allocate = getattr(mam, "new_archive_id", None)
+    if allocate is None:
+        raise RuntimeError(
+            "descant.features.mam.module.new_archive_id is gone: bench/servers.py "
+            "must use the archive's id allocator wherever it now lives"
+        )
+    if inspect.signature(allocate).parameters:
+        return lambda stamp: str(allocate(stamp))
+    return lambda stamp: str(allocate())
+
 
 def _lua(s: str) -> str:
     out = []
     for ch in s.encode("latin-1"):
         out.append(chr(ch) if 32 <= ch < 127 and chr(ch) not in '\\"' else f"\\{ch:03d}")
     return '"' + "".join(out) + '"'
+
+
+# mod_storage_sql's prosodyarchive table and indexes, as util/sql.lua of Prosody 0.12
+# writes them for SQLite3 (create_table in mod_storage_sql.lua, on the first connection).
+PROSODY_ARCHIVE_TABLE = (
+    'CREATE TABLE IF NOT EXISTS "prosodyarchive" ("sort_id" INTEGER PRIMARY KEY '
+    'AUTOINCREMENT, "host" TEXT NOT NULL, "user" TEXT NOT NULL, "store" TEXT NOT NULL, '
+    '"key" TEXT NOT NULL, "when" INTEGER NOT NULL, "with" TEXT NOT NULL, '
+    '"type" TEXT NOT NULL, "value" TEXT NOT NULL);',
+    'CREATE UNIQUE INDEX IF NOT EXISTS "prosodyarchive_index" ON "prosodyarchive" '
+    '("host", "user", "store", "key");',
+    'CREATE INDEX IF NOT EXISTS "prosodyarchive_with_when" ON "prosodyarchive" '
+    '("host", "user", "store", "with", "when");',
+    'CREATE INDEX IF NOT EXISTS "prosodyarchive_when" ON "prosodyarchive" '
+    '("host", "user", "store", "when");',
+    'CREATE INDEX IF NOT EXISTS "prosodyarchive_sort" ON "prosodyarchive" '
+    '("host", "user", "store", "sort_id");',
+)
 
 
 class Prosody(Server):
@@ -219,16 +413,21 @@ class Prosody(Server):
         "pep",
     )
 
-    def __init__(self, workdir: Path, cert: tuple[str, str]) -> None:
+    def __init__(self, workdir: Path, cert: tuple[str, str], archive: bool = False) -> None:
+        """``archive``: mod_mam on SQLite (the archive scenarios), or none (Prosody's
+        configuration in every other scenario)."""
         super().__init__(workdir)
         self.config = self.dir / "prosody.cfg.lua"
         self.data = self.dir / "data"
         self.data.mkdir(exist_ok=True)
-        crt, key = self.dir / "cert.pem", self.dir / "key.pem"
-        shutil.copy(cert[0], crt)
-        shutil.copy(cert[1], key)
-        os.chmod(key, 0o600)
-        enabled = ", ".join(_lua(m) for m in self.MODULES)
+        self.sqlite = self.data / "prosody.sqlite"  # mod_storage_sql: the archive
+        self.crt, self.key = self.dir / "cert.pem", self.dir / "key.pem"
+        shutil.copy(cert[0], self.crt)
+        shutil.copy(cert[1], self.key)
+        os.chmod(self.key, 0o600)
+        self.archive = archive
+        crt, key = self.crt, self.key
+        enabled, storage = self.archive_config(archive)
         self.config.write_text(
             f"""-- Written by bench/servers.py: plain TCP and PLAIN for load (never in production).
 run_as_root = true
@@ -236,8 +435,7 @@ pidfile = "{self.dir}/prosody.pid"
 data_path = "{self.data}"
 network_backend = "event"
 log = {{ warn = "{self.dir}/prosody.log" }}
-modules_enabled = {{ {enabled} }}
-modules_disabled = {{ "s2s" }}
+{enabled}modules_disabled = {{ "s2s" }}
 c2s_ports = {{ {self.port} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ }}
@@ -252,13 +450,30 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
 password_hash = "SHA-256"
 default_iteration_count = {ITERATIONS}
-storage = "internal"
-ssl = {{ certificate = "{crt}"; key = "{key}" }}
+{storage}ssl = {{ certificate = "{crt}"; key = "{key}" }}
 VirtualHost "{DOMAIN}"
 Component "conference.{DOMAIN}" "muc"
     muc_room_locking = true
 """
         )
+
+    def archive_config(self, archive: bool) -> list[str]:
+        # The archive scenarios: mod_mam keeping every message of every account, for
+        # ever, on mod_storage_sql with SQLite (lua-dbi-sqlite3); everything else in
+        # the internal (file) storage, as in the other scenarios.
+        modules = self.MODULES + (("mam",) if archive else ())
+        enabled = "modules_enabled = { " + ", ".join(_lua(m) for m in modules) + " }\n"
+        if not archive:
+            return [enabled, 'storage = "internal"\n']
+        storage = (
+            'default_storage = "internal"\n'
+            'storage = { archive = "sql"; archive2 = "sql" }\n'
+            f'sql = {{ driver = "SQLite3", database = "{self.sqlite}" }}\n'
+            "default_archive_policy = true\n"
+            'archive_expires_after = "never"\n'
+            "max_archive_query_results = 250\n"
+        )
+        return [enabled, storage]
 
     def command(self) -> list[str]:
         return ["prosody", "--config", str(self.config), "-F"]
@@ -269,8 +484,75 @@ Component "conference.{DOMAIN}" "muc"
             + ", ".join(self.MODULES)
             + "} (+ built-in presence, message, iq; mod_http for websocket, mod_csi for "
             "csi_simple) and a muc component at conference.localhost; "
-            "smacks_hibernation_time 600 s"
+            "smacks_hibernation_time 600 s; storage internal. In chat-mam and mam-query "
+            "also mam, with default_archive_policy = true, archive_expires_after = "
+            '"never", max_archive_query_results = 250 and the archive store on '
+            'mod_storage_sql: sql = { driver = "SQLite3" } (Prosody 0.12\'s SQLite '
+            "settings: rollback journal, synchronous FULL)"
         )
+
+    def supports_archive(self) -> str | None:
+        # mod_storage_sql needs LuaDBI's SQLite driver (make peers installs it).
+        for lua in ("5.4", "5.3", "5.2", "5.1"):
+            if Path(f"/usr/lib/x86_64-linux-gnu/lua/{lua}/dbi/sqlite3.so").exists():
+                return None
+        if shutil.which("dpkg-query"):
+            out = subprocess.run(
+                ["dpkg-query", "-W", "-f", "${Status}", "lua-dbi-sqlite3"],
+                capture_output=True,
+                text=True,
+            )
+            if "install ok installed" in out.stdout:
+                return None
+        return "lua-dbi-sqlite3 is not installed (make peers)"
+
+    def archive_rows(self) -> int:
+        return _sqlite_count(self.sqlite, "prosodyarchive")
+
+    def archive_never(self, users: list[str]) -> None:
+        # mod_mam's preferences store (archive_prefs) is a keyval store, so it stays in
+        # the internal storage: { [false] = default } with false meaning never.
+        prefs = self.data / DOMAIN / "archive_prefs"
+        prefs.mkdir(parents=True, exist_ok=True)
+        for user in users:
+            (prefs / f"{user}.dat").write_text("return {\n\t[false] = false;\n};\n")
+
+    def fill_archive(self, owner: str, contacts: list[str], n: int) -> list[tuple[str, str]]:
+        """Rows of ``prosodyarchive`` as mod_mam writes them through mod_storage_sql's
+        ``archive_store:append``: store ``archive``, a UUID key, ``when`` in whole
+        seconds, ``with`` the contact's bare JID, type ``xml`` and the stanza as
+        ``tostring`` gives it (what mod_mam stores: the routed message, without the
+        stanza-id it adds to the copy it delivers). The table is made as Prosody makes
+        it when it first connects (``PROSODY_ARCHIVE_TABLE``), which it then leaves
+        as it is."""
+        import sqlite3
+        import uuid
+
+        me = f"{owner}@{DOMAIN}"
+        now = int(time.time()) - 10 * n
+        out: list[tuple[str, str]] = []
+        rows = []
+        for i in range(n):
+            contact = f"{contacts[(i // 2) % len(contacts)]}@{DOMAIN}"
+            frm, to = (f"{me}/bench", contact) if i % 2 == 0 else (f"{contact}/bench", me)
+            key = str(uuid.uuid4())
+            # As mod_mam stored a message of the bench's clients (compared with rows
+            # it wrote itself in chat-mam): no xmlns, the stream's xml:lang.
+            value = (
+                f"<message type='chat' id='m{i}' xml:lang='en' from='{frm}' to='{to}'>"
+                f"<body>{ARCHIVE_BODY}</body></message>"
+            )
+            rows.append((DOMAIN, owner, "archive", key, now + 10 * i, contact, "xml", value))
+            out.append((key, contact))
+        with contextlib.closing(sqlite3.connect(self.sqlite)) as db, db:
+            for statement in PROSODY_ARCHIVE_TABLE:
+                db.execute(statement)
+            db.executemany(
+                'INSERT INTO prosodyarchive ("host", "user", "store", "key", "when", '
+                '"with", "type", "value") VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                rows,
+            )
+        return out
 
     def prepare(self, users: list[str], rosters: dict[str, list[str]]) -> None:
         host = self.data / DOMAIN  # "localhost" needs no %-encoding

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import multiprocessing.connection as mpc
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from bench.proc import cpu_seconds, raise_nofile
 # management (resumption on), PLAIN over TCP with entity capabilities in the initial
 # presence (disco#info queries answered), SCRAM-SHA-256 after STARTTLS.
 MODES = ("plain", "ws", "sm", "caps", "scram")
+_IQ_RESULT = re.compile(rb"""^<iq\b[^>]*\btype=['"]result['"]""")
 
 
 class Worker:
@@ -380,6 +382,35 @@ class Worker:
     async def cmd_disco_answered(self) -> dict[str, Any]:
         """How many disco#info queries the connections have answered so far."""
         return {"answered": sum(c.disco_answered for c in self.conns.values())}
+
+    # -- message archive -----------------------------------------------------------------
+
+    async def cmd_mam_query(self, user: str, queries: list[tuple[str, bytes]]) -> dict[str, Any]:
+        """Send archive queries (XEP-0313 §4) one at a time from ``user``'s connection,
+        each (iq id, iq); each is done when the result iq of that id has arrived (the
+        server sends the page's messages before it). Per query: the latency (ns, send →
+        the result iq read) and how many results (``<result``, one per forwarded
+        message) came before its iq. An error iq or a missing ``<fin`` is an error."""
+        conn = self.conns[user]
+        conn.drop_input()
+        latencies: list[int] = []
+        results: list[int] = []
+        errors, example = 0, ""
+        for qid, query in queries:
+            done = re.compile(
+                rb"<iq\b[^>]*\bid=['\"]%s['\"][^>]*?(?:/>|>.*?</iq>)" % re.escape(qid.encode()),
+                re.S,
+            )
+            t0 = time.perf_counter_ns()
+            conn.send(query)
+            got = await conn.expect(done, 30)
+            latencies.append(time.perf_counter_ns() - t0)
+            iq = got[got.rfind(b"<iq") :]
+            results.append(got.count(b"<result "))
+            if b"<fin" not in iq or _IQ_RESULT.search(iq) is None:
+                errors += 1
+                example = example or iq[:300].decode(errors="replace")
+        return {"latencies": latencies, "results": results, "errors": errors, "example": example}
 
     async def cmd_muc_join(self, users: list[str], room: str, create: bool) -> dict[str, Any]:
         """Join ``room`` (XEP-0045 §7.2) one user at a time; the first one, if ``create``,
