@@ -16,7 +16,7 @@ from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from descant.storage import open_storage
-from descant.storage.api import MamEntry
+from descant.storage.api import MamEntry, MamIds
 from tests.badinput.raw import elements, login, stanza_error
 from tests.client.test_muc import _create, _message, _room
 from tests.live import Client, LiveServer, RawClient, connect_slixmpp, disconnect
@@ -263,12 +263,16 @@ async def test_a_100000_message_archive_paged_end_to_end(make_server: object) ->
     await storage.open()
     t0 = datetime.now(UTC) - timedelta(days=30)
     total = 100_000
+    archive_ids = MamIds()
+    made: list[str] = []
     try:
         batch = []
         for i in range(total):
+            stamp = t0 + timedelta(seconds=i)
+            made.append(archive_ids.next(stamp))
             entry = MamEntry(
-                f"id{i:06d}",
-                t0 + timedelta(seconds=i),
+                made[-1],
+                stamp,
                 "friend@localhost",
                 "",
                 False,
@@ -296,7 +300,7 @@ async def test_a_100000_message_archive_paged_end_to_end(make_server: object) ->
             if "complete='true'" in answer:
                 break
             after = ids[-1]
-        assert seen == [f"id{i:06d}" for i in range(total)]
+        assert seen == made
         seen = []
         before = ""
         for n in range(total // 250 + 2):
@@ -306,7 +310,7 @@ async def test_a_100000_message_archive_paged_end_to_end(make_server: object) ->
             if "complete='true'" in answer:
                 break
             before = ids[0]
-        assert seen == [f"id{i:06d}" for i in range(total)]
+        assert seen == made
     finally:
         c.close()
     assert time.monotonic() - started < 120

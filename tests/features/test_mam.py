@@ -3,10 +3,13 @@ in-process harness; tests/client/test_mam.py drives the same through slixmpp."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
 
+from descant.stamps import format_stamp
+from descant.storage.api import mam_stamp
 from tests.harness import FakeSession, Harness, error_condition, find, one
 
 MAM = "urn:xmpp:mam:2"
@@ -91,6 +94,29 @@ async def test_both_directions_archived_once_per_account(h: Harness) -> None:
     assert stamp is not None and stamp.get("stamp", "").endswith("Z")
     res_b, _ = await query(h, bob)
     assert bodies(res_b) == ["hello bob", "hello alice"]
+
+
+async def test_archive_ids_are_time_ordered_keys_and_give_the_stamp(h: Harness) -> None:
+    # Each account's copy of a message gets an id of its own; ids increase in archive
+    # order, and a result's delay stamp is its id's time.
+    alice = await h.online("alice@localhost/phone")
+    bob = await h.online("bob@localhost/pc")
+    for i in range(5):
+        await chat(
+            h, alice if i % 2 else bob, "bob@localhost" if i % 2 else "alice@localhost", f"n{i}"
+        )
+    res, _ = await query(h, alice)
+    res_b, _ = await query(h, bob)
+    got = ids(res)
+    assert len(got) == 5 and all(re.fullmatch(r"[0-9a-f]{16}", i) for i in got)
+    assert got == sorted(got) and not set(got) & set(ids(res_b))
+    for r, id_ in zip(res, got, strict=True):
+        delay = r.find(f"{{{MAM}}}result/{{{FWD}}}forwarded/{{urn:xmpp:delay}}delay")
+        assert delay is not None
+        assert delay.get("stamp") == format_stamp(mam_stamp(int(id_, 16)))
+    # Bob's ids name nothing in Alice's archive.
+    _, reply = await query(h, alice, rsm=f"<after>{ids(res_b)[0]}</after>")
+    assert error_condition(reply) == "item-not-found"
 
 
 async def test_delivered_message_carries_the_archive_stanza_id_xep0359(h: Harness) -> None:

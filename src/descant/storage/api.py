@@ -10,9 +10,11 @@ back when needed. Times are timezone-aware UTC ``datetime`` values.
 
 from __future__ import annotations
 
+import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -274,11 +276,65 @@ class PubsubStore(Protocol):
         """A JID's subscriptions on a service, node → state."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_KEY = re.compile(r"[0-7][0-9a-f]{15}")
+
+
+def mam_micros(when: datetime) -> int:
+    """Microseconds since the epoch; ValueError for a naive time (its zone is a guess)."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"timezone-aware datetime required, got naive {when!r}")
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def mam_key(id: str) -> int | None:
+    """The archive key an archive id names, or None unless the id is one: exactly 16
+    lower-case hex digits, below 2**63 (a signed 64-bit integer in SQL)."""
+    return int(id, 16) if _KEY.fullmatch(id) else None
+
+
+def mam_stamp(key: int) -> datetime:
+    """The time of an archive key: its microseconds since the epoch, in UTC."""
+    return _EPOCH + timedelta(microseconds=key >> 8)
+
+
+def mam_id(key: int) -> str:
+    """The archive id of a key: 16 lower-case hex digits."""
+    return f"{key:016x}"
+
+
+class MamIds:
+    """Archive ids (XEP-0359 stanza-ids) in time order.
+
+    An id is a 64-bit key written as 16 lower-case hex digits: microseconds since the
+    epoch shifted left by 8, plus 8 random bits, and always above the last key this
+    allocator gave (so monotonic within the process even if the clock steps back or
+    many messages share a microsecond). The archive's order is key order, and a
+    message's stamp is its key's time (``mam_stamp``). The random bits make two
+    processes archiving into one database at the same microsecond unlikely to collide;
+    within a process, keys never repeat. Ids are guessable, and need not be otherwise:
+    every lookup by id is confined to the asking account's own archive.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self, now: datetime) -> str:
+        """A new id for a message archived at ``now`` (aware); its stamp is
+        ``mam_stamp(mam_key(id))``, ``now`` unless the key had to be raised above the
+        last one."""
+        key = max(mam_micros(now) << 8 | random.getrandbits(8), self._last + 1)
+        self._last = key
+        return mam_id(key)
+
+
 @dataclass(frozen=True, slots=True)
 class MamEntry:
     """One message in an account's archive (XEP-0313).
 
-    ``id`` is its XEP-0359 stanza-id, unique in the owner's archive; ``with_jid``
+    ``id`` is its archive id (XEP-0359 stanza-id), a key from ``MamIds``, unique across
+    every archive; ``stamp`` is that key's time (``mam_stamp``); ``with_jid``
     the other party's bare JID and ``with_resource`` its resource ("" when none);
     ``outgoing`` whether the owner sent it; ``origin_id`` the sender's XEP-0359
     origin-id ("" when none), by which a sender retracts it (XEP-0424); ``text`` the
@@ -319,14 +375,43 @@ class MamQuery:
     limit: int = 50
 
 
-class MamStore(Protocol):
-    """Every account's message archive, in archive order (the order of ``add``).
+def mam_entry_key(entry: MamEntry) -> int:
+    """The key of an entry to store: ValueError unless its id is a key and its stamp
+    (aware) is that key's time."""
+    # mam_key and mam_micros inline: this runs for every message archived.
+    id_, stamp = entry.id, entry.stamp
+    if _KEY.fullmatch(id_) is None:
+        raise ValueError(f"archive id {id_!r} is not a key (see MamIds)")
+    key = int(id_, 16)
+    if stamp.utcoffset() is None:
+        raise ValueError(f"timezone-aware datetime required, got naive {stamp!r}")
+    if (stamp - _EPOCH) // _MICROSECOND != key >> 8:
+        raise ValueError(f"archive id {id_!r}: stamp {stamp} is not its key's time")
+    return key
 
-    ``owner`` is the account's username on ``host``.
+
+def mam_key_range(query: MamQuery) -> tuple[int | None, int | None]:
+    """The lowest and highest keys ``query.start``/``end`` allow (inclusive), or None."""
+    low = None if query.start is None else mam_micros(query.start) << 8
+    high = None if query.end is None else mam_micros(query.end) << 8 | 0xFF
+    return low, high
+
+
+class MamStore(Protocol):
+    """Every account's message archive, in archive order: the order of the entries'
+    keys (``mam_key`` of their ids), which is their stamps' order.
+
+    ``owner`` is the account's username on ``host``. The key decides both a message's
+    place and its stamp; ``add`` refuses (ValueError) an entry whose id is not a key or
+    whose stamp is not its key's time, and reads return the key's time as the stamp.
+    An id that is not a key (``mam_key`` is None) names no message: as ``after`` or
+    ``before`` it raises UnknownArchiveId, in ``ids`` it matches nothing.
     """
 
     async def add(self, entries: Sequence[tuple[str, str, MamEntry]]) -> None:
-        """Append (host, owner, entry) triples in order, in one transaction."""
+        """Store (host, owner, entry) triples, in one transaction. ValueError for an
+        entry whose id is not a key or whose stamp is not its key's time; an id used
+        before (in any archive) fails the whole batch."""
 
     async def query(self, host: str, owner: str, query: MamQuery) -> tuple[list[MamEntry], bool]:
         """Matching messages in archive order, at most ``query.limit`` of them, and
@@ -353,7 +438,7 @@ class MamStore(Protocol):
 
     async def expire(self, before: datetime, limit: int) -> int:
         """Remove at most ``limit`` messages older than ``before`` (oldest first, any
-        owner); return how many were removed."""
+        owner); return how many were removed. ValueError for a naive time."""
 
 
 class Storage(Protocol):

@@ -8,6 +8,7 @@ tuples, strings), so handing them out needs no copies.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import replace
@@ -31,6 +32,11 @@ from descant.storage.api import (
     RosterItem,
     RosterStore,
     UnknownArchiveId,
+    mam_entry_key,
+    mam_key,
+    mam_key_range,
+    mam_micros,
+    mam_stamp,
 )
 from descant.storage.sql import require_utc
 
@@ -56,9 +62,16 @@ class _Data:
         self.pubsub_items: dict[NodeKey, dict[str, PubsubItem]] = {}
         self.pubsub_affiliations: dict[NodeKey, dict[str, str]] = {}
         self.pubsub_subscriptions: dict[NodeKey, dict[str, str]] = {}
-        # Each account's archive in archive order, and a global sequence for expiry.
+        # Each account's archive as (key, entry) in key order, and every key's archive.
         self.mam: dict[UserKey, list[tuple[int, MamEntry]]] = {}
-        self.mam_seq = 0
+        self.mam_keys: dict[int, UserKey] = {}
+
+    def drop_archive(self, key: UserKey) -> int:
+        """Remove an account's archive; how many messages it held."""
+        rows = self.mam.pop(key, [])
+        for k, _ in rows:
+            del self.mam_keys[k]
+        return len(rows)
 
     def delete_pubsub_node(self, key: NodeKey) -> bool:
         """Drop a node's rows from every pubsub table; whether the node itself existed."""
@@ -101,8 +114,9 @@ class MemoryAccountStore:
     async def delete(self, host: str, username: str) -> bool:
         key = (host, username)
         data = self._data
-        for table in (data.roster, data.roster_version, data.pending_in, data.offline, data.mam):
+        for table in (data.roster, data.roster_version, data.pending_in, data.offline):
             table.pop(key, None)
+        data.drop_archive(key)
         for kv_key in [k for k in data.keyval if k[:2] == key]:
             del data.keyval[kv_key]
         bare = f"{username}@{host}"
@@ -356,35 +370,42 @@ class MemoryMamStore:
 
     async def add(self, entries: Sequence[tuple[str, str, MamEntry]]) -> None:
         data = self._data
-        for host, owner, entry in entries:
-            stored = replace(entry, stamp=require_utc(entry.stamp))
-            rows = data.mam.setdefault((host, owner), [])
-            if any(e.id == entry.id for _, e in rows):
-                raise ValueError(f"archive id {entry.id!r} already used")
-            data.mam_seq += 1
-            rows.append((data.mam_seq, stored))
+        keyed = [(host, owner, mam_entry_key(e), e) for host, owner, e in entries]
+        keys = [k for _, _, k, _ in keyed]
+        if len(set(keys)) < len(keys) or any(k in data.mam_keys for k in keys):
+            raise ValueError("archive id already used")
+        for host, owner, key, entry in keyed:
+            stored = replace(entry, stamp=mam_stamp(key))
+            bisect.insort(data.mam.setdefault((host, owner), []), (key, stored), key=_key)
+            data.mam_keys[key] = (host, owner)
+
+    def _position(self, rows: list[tuple[int, MamEntry]], id: str) -> int:
+        """Where the message ``id`` is in an archive; UnknownArchiveId if not there."""
+        key = mam_key(id)
+        i = -1 if key is None else bisect.bisect_left(rows, key, key=_key)
+        if i < 0 or i == len(rows) or rows[i][0] != key:
+            raise UnknownArchiveId(id)
+        return i
 
     async def query(self, host: str, owner: str, query: MamQuery) -> tuple[list[MamEntry], bool]:
-        items = [e for _, e in self._data.mam.get((host, owner), [])]
-        ids = [m.id for m in items]
-        lo, hi = 0, len(items)
-        for bound in (query.after, query.before or None):
-            if bound is not None and bound not in ids:
-                raise UnknownArchiveId(bound)
+        rows = self._data.mam.get((host, owner), [])
+        lo, hi = 0, len(rows)
+        # Both ids are looked up (and may be unknown) even for a page that would be empty.
         if query.after is not None:
-            lo = ids.index(query.after) + 1
+            lo = self._position(rows, query.after) + 1
         if query.before:
-            hi = ids.index(query.before)
-        wanted = set(query.ids)
+            hi = self._position(rows, query.before)
+        low, high = mam_key_range(query)
+        wanted = {mam_key(i) for i in query.ids}
         words = _words(query.text)
         found = [
             m
-            for m in items[lo:hi]
+            for key, m in rows[lo:hi]
             if (query.with_jid is None or m.with_jid == query.with_jid)
             and (query.with_resource is None or m.with_resource == query.with_resource)
-            and (query.start is None or m.stamp >= query.start)
-            and (query.end is None or m.stamp <= query.end)
-            and (not query.ids or m.id in wanted)
+            and (low is None or key >= low)
+            and (high is None or key <= high)
+            and (not query.ids or key in wanted)
             and (not words or words <= _words(m.text))
         ]
         if query.before is not None:
@@ -407,29 +428,31 @@ class MemoryMamStore:
 
     async def replace(self, host: str, owner: str, id: str, stanza: str) -> bool:
         rows = self._data.mam.get((host, owner), [])
-        for i, (seq, e) in enumerate(rows):
-            if e.id == id:
-                rows[i] = (seq, replace(e, stanza=stanza, text=""))
-                return True
-        return False
+        try:
+            i = self._position(rows, id)
+        except UnknownArchiveId:
+            return False
+        key, e = rows[i]
+        rows[i] = (key, replace(e, stanza=stanza, text=""))
+        return True
 
     async def delete_owner(self, host: str, owner: str) -> int:
-        return len(self._data.mam.pop((host, owner), []))
+        return self._data.drop_archive((host, owner))
 
     async def expire(self, before: datetime, limit: int) -> int:
-        require_utc(before)
-        old = sorted(
-            (seq, key)
-            for key, rows in self._data.mam.items()
-            for seq, e in rows
-            if e.stamp < before
-        )[:limit]
+        data = self._data
+        cutoff = mam_micros(before) << 8
+        old = sorted(k for k in data.mam_keys if k < cutoff)[:limit]
         doomed: dict[UserKey, set[int]] = {}
-        for seq, key in old:
-            doomed.setdefault(key, set()).add(seq)
-        for key, seqs in doomed.items():
-            self._data.mam[key] = [r for r in self._data.mam[key] if r[0] not in seqs]
+        for key in old:
+            doomed.setdefault(data.mam_keys.pop(key), set()).add(key)
+        for archive, keys in doomed.items():
+            data.mam[archive] = [r for r in data.mam[archive] if r[0] not in keys]
         return len(old)
+
+
+def _key(row: tuple[int, MamEntry]) -> int:
+    return row[0]
 
 
 class MemoryStorage:

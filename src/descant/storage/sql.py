@@ -211,9 +211,15 @@ class SqlAccountStore:
                 await tx.execute(
                     f"DELETE FROM {table} WHERE host = ? AND username = ?", host, username
                 )
-            # The archive's column is "owner"; on SQLite this transaction is on the main
-            # connection, not the archive's, and simply takes the file's write lock.
-            await tx.execute("DELETE FROM mam WHERE host = ? AND owner = ?", host, username)
+            # On SQLite this transaction is on the main connection, not the archive's,
+            # and simply takes the file's write lock. The archive's mam_owners row stays,
+            # so the archive store's cached key for it stays right (mam_sql.py).
+            await tx.execute(
+                "DELETE FROM mam WHERE owner IN "
+                "(SELECT key FROM mam_owners WHERE host = ? AND owner = ?)",
+                host,
+                username,
+            )
             bare = f"{username}@{host}"
             await _delete_pubsub_service(tx, bare)
             # And what it held on other services (a new account of that name must not

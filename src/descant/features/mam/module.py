@@ -24,7 +24,6 @@ archived itself; a client that tries to retract a message its contact sent gets
 from __future__ import annotations
 
 import asyncio
-import uuid
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
@@ -47,7 +46,7 @@ from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stamps import format_stamp
 from descant.stanza import iq_result
-from descant.storage.api import MamEntry, UnknownArchiveId
+from descant.storage.api import MamEntry, MamIds, UnknownArchiveId, mam_stamp
 from descant.xml.parser import parse_element
 from descant.xml.serialize import serialize
 
@@ -60,9 +59,15 @@ EXPIRE_BATCH = 1000
 EXPIRE_EVERY = 600.0  # seconds between expiry runs
 
 
-def new_archive_id() -> str:
-    # Unguessable and unique; the archive's order comes from storage, not the id.
-    return uuid.uuid4().hex[:20]
+# One allocator for the process: ids (keys) increase across every host's archive, so two
+# messages never share one, and a message's place in the archive is its id's.
+_IDS = MamIds()
+
+
+def new_archive_id(now: datetime) -> str:
+    """A new archive id (XEP-0359 stanza-id) for a message archived at ``now``: a
+    time-ordered key (``MamIds``) whose time is the message's stamp."""
+    return _IDS.next(now)
 
 
 def origin_id(stanza: ET.Element) -> str:
@@ -153,12 +158,15 @@ class MamModule(Module):
         outgoing: bool,
         stamp_by: str | None = None,
     ) -> MamEntry:
-        id_ = new_archive_id()
+        id_ = new_archive_id(datetime.now(UTC))
+        # The stamp is the key's time: that now, or a microsecond or so later when
+        # several messages arrived within one (keys only increase).
+        stamp = mam_stamp(int(id_, 16))
         if stamp_by is not None:
             ET.SubElement(stanza, _STANZA_ID, {"id": id_, "by": stamp_by})
         return MamEntry(
             id=id_,
-            stamp=datetime.now(UTC),
+            stamp=stamp,
             with_jid=contact,
             with_resource=resource,
             outgoing=outgoing,
