@@ -303,7 +303,7 @@ level = "warning"
         import xml.etree.ElementTree as ET
 
         from descant.storage import open_storage
-        from descant.storage.api import MamEntry
+        from descant.storage.api import MamEntry, mam_key, mam_stamp
         from descant.xml.serialize import serialize
 
         new_id = _archive_id_allocator()
@@ -319,6 +319,9 @@ level = "warning"
                 outgoing = i % 2 == 0
                 stamp = start + datetime.timedelta(seconds=10 * i)
                 id_ = new_id(stamp)
+                key = mam_key(id_)
+                if key is not None:  # time-ordered ids: the key's time is the stamp
+                    stamp = mam_stamp(key)
                 attrs = (
                     {"to": contact, "type": "chat", "id": f"m{i}", "from": f"{me}/bench"}
                     if outgoing

@@ -336,6 +336,9 @@ async def test_query_form_and_metadata(h: Harness) -> None:
     reply = await h.iq(alice, f"<iq type='get' to='alice@localhost'><query xmlns='{disco}'/></iq>")
     features = {f.get("var") for f in reply.iter(f"{{{disco}}}feature")}
     assert {MAM, f"{MAM}#extended", SID} <= features
+    reply = await h.iq(alice, f"<iq type='get' to='localhost'><query xmlns='{disco}'/></iq>")
+    features = {f.get("var") for f in reply.iter(f"{{{disco}}}feature")}
+    assert {MAM, f"{MAM}#extended"} <= features  # where some clients look for it
 
 
 async def test_retraction_tombstones_both_archives_xep0424(h: Harness) -> None:

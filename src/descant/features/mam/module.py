@@ -87,6 +87,8 @@ class MamModule(Module):
         if not cfg.enabled:
             return
         self.host.add_account_feature(MAM, EXTENDED, SID)
+        # Also on the server: clients that look there (Profanity) before asking the account.
+        self.host.add_feature(MAM, EXTENDED)
         self.writer = ArchiveWriter(self.host.storage.mam)
         self._prefs: OrderedDict[str, Prefs] = OrderedDict()
         self.hook("pre-message", self.outgoing, 15)
