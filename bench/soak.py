@@ -52,7 +52,7 @@ from bench.servers import DOMAIN, PASSWORD, ROOT, Descant
 from bench.worker import Pool, Worker
 
 MUC = f"conference.{DOMAIN}"
-ROOMS = 8
+ROOMS = 16
 CONTACTS = 5  # mutual contacts on each side of a user in a ring: 10 per user
 RESUME_TIMEOUT = 20  # c2s.resume_timeout of the soak server, seconds
 ROOM_CONFIG = (
@@ -72,6 +72,7 @@ class SoakServer(Descant):
     def __init__(self, workdir: Path, traced: bool = False) -> None:
         super().__init__(workdir)
         self.traced = traced
+        self.snapshots = 0
         text = self.config.read_text()
         self.config.write_text(
             text.replace("[c2s]\n", f"[c2s]\nresume_timeout = {RESUME_TIMEOUT}\n", 1)
@@ -83,9 +84,10 @@ class SoakServer(Descant):
         run = "from bench.soak import traced_main; traced_main()"
         return [sys.executable, "-X", "tracemalloc=10", "-c", run, "--config", str(self.config)]
 
-    def snapshot(self, label: str, timeout: float = 120) -> Path:
+    def snapshot(self, timeout: float = 300) -> Path:
         """Ask the traced server for a snapshot; wait until it is written."""
-        path = self.dir / f"tracemalloc-{label}.pickle"
+        path = self.dir / f"tracemalloc-{self.snapshots}.pickle"
+        self.snapshots += 1
         path.unlink(missing_ok=True)
         assert self.proc is not None
         self.proc.send_signal(signal.SIGUSR1)
@@ -127,7 +129,8 @@ def compare_snapshots(first: Path, last: Path, top: int = 15) -> list[str]:
     sa = a["snapshot"].filter_traces(filters)
     sb = b["snapshot"].filter_traces(filters)
     out = ["Allocation sites by growth (tracemalloc, 10 frames, newest shown):"]
-    for stat in sb.compare_to(sa, "traceback")[:top]:
+    grown = sorted(sb.compare_to(sa, "traceback"), key=lambda st: -st.size_diff)
+    for stat in grown[:top]:
         frames = stat.traceback.format(limit=4, most_recent_first=True)
         out.append(
             f"  {stat.size_diff / 1024:+.0f} KiB ({stat.count_diff:+d} blocks), "
@@ -137,6 +140,8 @@ def compare_snapshots(first: Path, last: Path, top: int = 15) -> list[str]:
     growth.update({t: n for t, n in b["types"].items() if t not in a["types"]})
     out.append("Live objects by type, growth:")
     for t, d in sorted(growth.items(), key=lambda kv: -kv[1])[:top]:
+        if d <= 0:
+            break
         out.append(f"  {t}: {d:+d} (now {b['types'].get(t, 0)})")
     return out
 
@@ -152,12 +157,12 @@ class SoakWorker(Worker):
         self.stats: collections.Counter[str] = collections.Counter()
         self.errors: list[str] = []
         self.online: set[str] = set()
-        self.serial = 0
 
     def _error(self, what: str, exc: BaseException) -> None:
         self.stats["errors"] += 1
         if len(self.errors) < 20:
-            self.errors.append(f"{what}: {type(exc).__name__} {exc}"[:300])
+            notes = " ".join(getattr(exc, "__notes__", ()))
+            self.errors.append(f"{what}: {type(exc).__name__} {exc} ({notes})"[:300])
 
     async def cmd_soak(
         self,
@@ -217,11 +222,17 @@ class SoakWorker(Worker):
     ) -> float:
         """One login, a while of chatting and rooms, one way of ending. Returns after
         how many seconds the account may log in again (0: at once)."""
-        self.serial += 1
-        resource = f"s{self.serial}"
+        # Two devices per account, each with its own resource, as clients keep one
+        # across logins (unique ones would grow the server's bounded JID caches all
+        # run long: tens of thousands of full JIDs).
+        resource = f"d{rnd.randrange(2)}"
         r = rnd.random()
         mode = "scram" if r < 0.1 else "sm" if r < 0.35 else "plain"
-        conn = await self._login(user, resource, mode)
+        try:
+            conn = await self._login(user, resource, mode)
+        except Exception as exc:
+            exc.add_note(f"logging in ({mode})")
+            raise
         self.stats["logins"] += 1
         self.stats[f"logins_{mode}"] += 1
         self.online.add(user)
@@ -230,12 +241,16 @@ class SoakWorker(Worker):
             conn.start_counting(b"</message>")
             until = min(time.monotonic() + lifetime * rnd.uniform(0.5, 1.5), end)
             while time.monotonic() < until:
-                await asyncio.sleep(rnd.uniform(2, 6))
+                await asyncio.sleep(rnd.uniform(4, 10))
                 if conn.lost:
                     raise ConnectionError("connection lost")
                 r = rnd.random()
                 if room is None and r < 0.15:
-                    room = await self._join(conn, user, resource, rnd)
+                    try:
+                        room = await self._join(conn, user, rnd)
+                    except Exception as exc:
+                        exc.add_note("joining a room")
+                        raise
                 elif room is not None and r < 0.05:
                     conn.write(b"<presence to='%s' type='unavailable'/>" % room)
                     self.stats["room_leaves"] += 1
@@ -287,14 +302,21 @@ class SoakWorker(Worker):
         )
         self.stats["chat_sent"] += 1
 
-    async def _join(self, conn: Conn, user: str, resource: str, rnd: random.Random) -> bytes | None:
+    async def _join(self, conn: Conn, user: str, rnd: random.Random) -> bytes | None:
         """Enter a room (XEP-0045 §7.2) with a little history; the first occupant of an
         empty room creates it (§10.1.2): even rooms persistent, odd ones instant (gone
         when the last occupant leaves). A ping is the barrier. None when refused (a
-        room still locked by its creator: ``item-not-found``)."""
-        n = rnd.randrange(ROOMS)
+        room still locked by its creator: ``item-not-found``).
+
+        Users have a room of their own most of the time, and their account name as
+        nick (an account is never online twice here), as people do: the occupant
+        JIDs seen are then a few per account, which the server's bounded JID caches
+        (16,384 parsed JIDs, about 5 MiB full) hold within the warm-up. Random
+        rooms and per-device nicks make 128,000 of them, and the caches fill all run
+        long."""
+        n = int(user[1:]) % ROOMS if rnd.random() < 0.8 else rnd.randrange(ROOMS)
         room = b"r%d@%s" % (n, MUC.encode())
-        occupant = b"%s/%s-%s" % (room, user.encode(), resource.encode())
+        occupant = b"%s/%s" % (room, user.encode())
         self.stats["received"] += conn.count
         conn.drop_input()
         conn.write(
@@ -332,7 +354,12 @@ class SoakWorker(Worker):
             self.stats["left_to_time_out"] += 1
             return RESUME_TIMEOUT + 5.0
         await asyncio.sleep(rnd.uniform(1, 5))
-        if await self.login.resume(user, sm_id, h):
+        try:
+            resumed = await self.login.resume(user, sm_id, h)
+        except Exception as exc:
+            exc.add_note("resuming")
+            raise
+        if resumed:
             self.stats["resumed"] += 1
         else:
             self.stats["resume_failed"] += 1
@@ -383,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--connections", type=int, default=2000)
     p.add_argument("--accounts", type=int, default=0, help="default: 2 × connections")
-    p.add_argument("--lifetime", type=float, default=30.0, help="mean seconds of a life")
+    p.add_argument("--lifetime", type=float, default=60.0, help="mean seconds of a life")
     p.add_argument("--warmup", type=float, default=2.0, help="minutes")
     p.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     p.add_argument("--max-growth", type=float, default=5.0, help="percent, after warm-up")
@@ -457,13 +484,13 @@ def main(argv: list[str] | None = None) -> int:
                 samples.append(sample(srv, now - t0, cpu0, progress))
                 log(fmt_sample(samples[-1]))
                 if args.tracemalloc and not snapshots and now - t0 >= warmup:
-                    snapshots.append(srv.snapshot("warmup"))
+                    snapshots.append(srv.snapshot())
                 next_sample += args.sample
             if now - t0 > duration + 300:
                 raise TimeoutError("the load generators did not finish")
             time.sleep(0.2)
         if args.tracemalloc:
-            snapshots.append(srv.snapshot("end"))
+            snapshots.append(srv.snapshot())
         # Every connection closed, every hibernated session timed out: what remains.
         pool.stop()
         time.sleep(RESUME_TIMEOUT + 10)
