@@ -208,3 +208,12 @@ async def test_presence_hash_follows_a_vcard_photo_too_large_for_pep(h: Harness)
     await h.send(alice, "<presence/>")
     pres = one(bob.take(), "presence")
     assert pres.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo") == hashlib.sha1(image).hexdigest()
+
+
+async def test_hash_of_an_offline_user_is_not_kept(h: Harness) -> None:
+    """The table of avatar hashes holds online users only: a lookup for a user with no
+    session (or whose last session ended while storage was read) leaves nothing."""
+    await h.account("ghost")
+    avatar = h.module("avatar")
+    assert await avatar.hash_of("ghost") == ""  # type: ignore[attr-defined]
+    assert "ghost" not in avatar.hashes  # type: ignore[attr-defined]

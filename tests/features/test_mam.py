@@ -410,3 +410,28 @@ async def test_account_deletion_removes_the_archive(h: Harness) -> None:
     await storage.accounts.delete("localhost", "alice")
     assert (await storage.mam.bounds("localhost", "alice")) is None
     assert (await storage.mam.bounds("localhost", "bob")) is not None
+
+
+async def test_recipient_copy_is_the_senders_text_plus_its_id(h: Harness) -> None:
+    """A local recipient's archive copy is built from the sender's (no second
+    serialization): it must be exactly what serializing the delivered message gives."""
+    from descant.storage.api import MamQuery
+    from descant.xml.parser import parse_element
+    from descant.xml.serialize import serialize
+
+    alice = await h.online("alice@localhost/phone")
+    bob = await h.online("bob@localhost/pc")
+    await h.send(
+        alice,
+        "<message type='chat' to='bob@localhost' id='q&amp;1'><body>a &lt;b&gt; &amp; 'c'</body>"
+        f"<origin-id xmlns='{SID}' id='o1'/><x xmlns='urn:x' a='&quot;'/></message>",
+    )
+    delivered = one(bob.take(), "message", id="q&1")
+    await h.module("mam").writer.flush()  # type: ignore[attr-defined]
+    storage = h.server.storage
+    (mine,), _ = await storage.mam.query("localhost", "alice", MamQuery())
+    (theirs,), _ = await storage.mam.query("localhost", "bob", MamQuery())
+    assert theirs.stanza == serialize(delivered)
+    assert theirs.stanza == serialize(parse_element(theirs.stanza))
+    assert mine.stanza == serialize(parse_element(mine.stanza))
+    assert "stanza-id" not in mine.stanza

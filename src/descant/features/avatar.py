@@ -170,7 +170,11 @@ class AvatarModule(Module):
         known = self.hashes.get(user)
         if known is None:
             vcard = await self.vcard.stored(user)
-            known = self.hashes[user] = _photo_hash(vcard) if vcard is not None else ""
+            known = _photo_hash(vcard) if vcard is not None else ""
+            # Kept only for a user still online after the wait: on_unbound, which forgets
+            # it, may have run meanwhile (else the entry would stay until the next logout).
+            if self.host.sessions.of_user(user):
+                self.hashes[user] = known
         return known
 
     async def on_unbound(self, session: Session) -> None:

@@ -46,9 +46,9 @@ from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stamps import format_stamp
 from descant.stanza import iq_result
-from descant.storage.api import MamEntry, MamIds, UnknownArchiveId, mam_stamp
+from descant.storage.api import MamEntry, MamIds, UnknownArchiveId, mam_id, mam_stamp
 from descant.xml.parser import parse_element
-from descant.xml.serialize import serialize
+from descant.xml.serialize import escape_attr, serialize
 
 SID = "urn:xmpp:sid:0"
 _STANZA_ID = f"{{{SID}}}stanza-id"
@@ -91,6 +91,8 @@ class MamModule(Module):
         self.host.add_feature(MAM, EXTENDED)
         self.writer = ArchiveWriter(self.host.storage.mam)
         self._prefs: OrderedDict[str, Prefs] = OrderedDict()
+        # The last outgoing message archived: (element, its length and attributes then, text).
+        self._last: tuple[ET.Element, int, dict[str, str], str] | None = None
         self.hook("pre-message", self.outgoing, 15)
         for kind in ("bare", "full", "self"):
             self.hook(f"message/{kind}", self.incoming, 15)
@@ -121,6 +123,7 @@ class MamModule(Module):
     # -- archiving ---------------------------------------------------------------------
 
     async def outgoing(self, ev: StanzaEvent) -> bool | None:
+        self._last = None
         stanza = ev.stanza
         if not archivable(stanza) or ev.to.bare == ev.frm.bare:
             return None
@@ -130,6 +133,9 @@ class MamModule(Module):
         if stanza.find(_RETRACT) is not None and not await self._retract(owner, contact, ev, True):
             return True  # not theirs to retract: refused, and delivered nowhere
         entry = self._entry(stanza, contact, ev.to.resource, True)
+        # A local recipient's archive takes the same text plus its stanza-id (incoming):
+        # kept to save serializing the message a second time.
+        self._last = (stanza, len(stanza), dict(stanza.attrib), entry.stanza)
         await self.writer.put(self.host.domain, owner, entry)
         return None
 
@@ -137,8 +143,9 @@ class MamModule(Module):
         stanza = ev.stanza
         owner = ev.to.local
         by = f"{owner}@{self.host.domain}"
-        for forged in [c for c in stanza.iterfind(_STANZA_ID) if c.get("by") == by]:
-            stanza.remove(forged)  # only the archive gives ids by this account
+        forged = [c for c in stanza if c.tag == _STANZA_ID and c.get("by") == by]
+        for c in forged:
+            stanza.remove(c)  # only the archive gives ids by this account
         if not archivable(stanza):
             return None
         contact = str(ev.frm.bare)
@@ -160,21 +167,36 @@ class MamModule(Module):
         outgoing: bool,
         stamp_by: str | None = None,
     ) -> MamEntry:
-        id_ = new_archive_id(datetime.now(UTC))
-        # The stamp is the key's time: that now, or a microsecond or so later when
-        # several messages arrived within one (keys only increase).
-        stamp = mam_stamp(int(id_, 16))
+        key = _IDS.next_key()
+        id_ = mam_id(key)
+        text = None
         if stamp_by is not None:
+            last = self._last
+            if (
+                last is not None
+                and last[0] is stanza
+                and last[1] == len(stanza)
+                and last[2] == stanza.attrib
+            ):
+                # The sender's copy, serialized a moment ago and unchanged since (children
+                # are only ever added): the stanza-id goes in before the end tag.
+                stored = last[3]
+                tail = stored.rindex("</")
+                sid = f"<stanza-id xmlns='{SID}' id='{id_}' by='{escape_attr(stamp_by)}'/>"
+                text = stored[:tail] + sid + stored[tail:]
+            self._last = None
             ET.SubElement(stanza, _STANZA_ID, {"id": id_, "by": stamp_by})
         return MamEntry(
             id=id_,
-            stamp=stamp,
+            # The key's time: now, or a microsecond or so later when several messages
+            # arrived within one (keys only increase).
+            stamp=mam_stamp(key),
             with_jid=contact,
             with_resource=resource,
             outgoing=outgoing,
             origin_id=origin_id(stanza),
             text=stanza.findtext("body") or "",
-            stanza=serialize(stanza),
+            stanza=text if text is not None else serialize(stanza),
         )
 
     async def _exists(self, owner: str) -> bool:
