@@ -314,3 +314,33 @@ async def test_a_100000_message_archive_paged_end_to_end(make_server: object) ->
     finally:
         c.close()
     assert time.monotonic() - started < 120
+
+
+async def test_retracting_someone_elses_message_raw(server: LiveServer) -> None:
+    """XEP-0424 over a socket: naming a message the contact sent is <forbidden/>, the
+    retraction reaches nobody, and the message stays in both archives."""
+    a, a_jid = await login(server, "retractor")
+    b, b_jid = await login(server, "author")
+    bare_a, bare_b = a_jid.split("/")[0], b_jid.split("/")[0]
+    try:
+        for c in (a, b):
+            await c.send("<presence/>")
+        await b.send(
+            f"<message to='{bare_a}' type='chat' id='orig'><body>my words</body>"
+            "<origin-id xmlns='urn:xmpp:sid:0' id='ob-1'/></message>"
+        )
+        await a.read_until("my words", timeout=5)
+        await a.send(
+            f"<message to='{bare_b}' type='chat' id='r1'>"
+            "<retract xmlns='urn:xmpp:message-retract:1' id='ob-1'/><body>x</body></message>"
+        )
+        text = await a.read_until("</message>", timeout=5)
+        while "id='r1'" not in text:
+            text = await a.read_until("</message>", timeout=5)
+        (err,) = [e for e in elements(text[text.rindex("<message") :]) if e.get("id") == "r1"]
+        assert stanza_error(err) == "forbidden"
+        ids, _ = await _raw_query(b, "", "qb")
+        assert len(ids) == 1  # the author's archive still has the message, nothing else
+    finally:
+        a.close()
+        b.close()
