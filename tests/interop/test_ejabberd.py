@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.ejabberd import Ejabberd, unavailable
+from tests.interop.pep_both_ways import pep_both_ways
 from tests.interop.prosody import ScratchCA
 from tests.interop.test_prosody import _sub, _until
 from tests.live import Client, LiveServer, connect_slixmpp, disconnect, free_port
@@ -292,31 +293,10 @@ async def test_pep_notifications_both_ways(peers: Peers) -> None:
     """XEP-0163 with ejabberd's mod_pubsub (PEP): each server learns the other side's
     client caps through a disco#info query over s2s and notifies it of its user's
     publications."""
-    from tests.client.pep_util import befriend, connect_with, events, from_node, next_event, note
-
-    node = "http://jabber.org/protocol/tune"
     a_jid, a_pw = await peers.descant.make_user("alice", DESCANT)
     peers.n += 1
     user = f"pepcarol{peers.n}"
     await asyncio.to_thread(peers.ejabberd.register, user, EJABBERD, "pw-carol")
-
-    class EjabberdC2S:
-        port = peers.ejabberd.c2s_port
-
-    alice = await connect_with(peers.descant, a_jid, a_pw, interests=[node])
-    carol = await connect_with(EjabberdC2S(), f"{user}@{EJABBERD}", "pw-carol", interests=[node])  # type: ignore[arg-type]
-    to_alice = events(alice, "pubsub_publish")
-    to_carol = events(carol, "pubsub_publish")
-    try:
-        await befriend(alice, carol, timeout=20)
-        await asyncio.sleep(1)  # both servers' caps queries over s2s
-        await alice.plugin["xep_0060"].publish(a_jid, node, id="current", payload=note("a"))
-        msg = await next_event(to_carol, from_node(node), timeout=20)
-        assert msg["from"].bare == a_jid
-        c_jid = carol.boundjid.bare
-        await carol.plugin["xep_0060"].publish(c_jid, node, id="current", payload=note("c"))
-        # (alice's own publication reached her too: skip it)
-        msg = await next_event(to_alice, lambda m: m["from"].bare == c_jid, timeout=20)
-        assert from_node(node)(msg)
-    finally:
-        await disconnect(alice, carol)
+    await pep_both_ways(
+        peers.descant, a_jid, a_pw, peers.ejabberd.c2s_port, f"{user}@{EJABBERD}", "pw-carol"
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from slixmpp.exceptions import IqError
 
+from tests.interop.pep_both_ways import pep_both_ways
 from tests.interop.prosody import Prosody, ScratchCA, available
 from tests.live import Client, LiveServer, connect_slixmpp, disconnect, free_port
 
@@ -250,30 +251,9 @@ async def test_descant_user_in_a_prosody_room(peers: Peers) -> None:
 async def test_pep_notifications_both_ways(peers: Peers) -> None:
     """XEP-0163 with Prosody's mod_pep: each server learns the other side's client caps
     through a disco#info query over s2s and notifies it of its user's publications."""
-    from tests.client.pep_util import befriend, connect_with, events, from_node, next_event, note
-
-    node = "http://jabber.org/protocol/tune"
     a_jid, a_pw = await peers.descant.make_user("alice", DESCANT)
     user = f"pepcarol{os.getpid()}"
     await asyncio.to_thread(peers.prosody.register, user, PROSODY, "pw-carol")
-
-    class ProsodyC2S:
-        port = peers.prosody.c2s_port
-
-    alice = await connect_with(peers.descant, a_jid, a_pw, interests=[node])
-    carol = await connect_with(ProsodyC2S(), f"{user}@{PROSODY}", "pw-carol", interests=[node])  # type: ignore[arg-type]
-    to_alice = events(alice, "pubsub_publish")
-    to_carol = events(carol, "pubsub_publish")
-    try:
-        await befriend(alice, carol, timeout=20)
-        await asyncio.sleep(1)  # both servers' caps queries over s2s
-        await alice.plugin["xep_0060"].publish(a_jid, node, id="current", payload=note("a"))
-        msg = await next_event(to_carol, from_node(node), timeout=20)
-        assert msg["from"].bare == a_jid
-        c_jid = carol.boundjid.bare
-        await carol.plugin["xep_0060"].publish(c_jid, node, id="current", payload=note("c"))
-        # (alice's own publication reached her too: skip it)
-        msg = await next_event(to_alice, lambda m: m["from"].bare == c_jid, timeout=20)
-        assert from_node(node)(msg)
-    finally:
-        await disconnect(alice, carol)
+    await pep_both_ways(
+        peers.descant, a_jid, a_pw, peers.prosody.c2s_port, f"{user}@{PROSODY}", "pw-carol"
+    )

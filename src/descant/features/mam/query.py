@@ -63,7 +63,8 @@ def query_form() -> ET.Element:
     return query
 
 
-def _time(values: dict[str, list[str]], var: str) -> datetime | None:
+def form_time(values: dict[str, list[str]], var: str) -> datetime | None:
+    """A XEP-0082 time from a submitted form field; None when empty."""
     raw = forms.single(values.get(var, [])).strip()
     if not raw:
         return None
@@ -88,7 +89,7 @@ def parse_request(query: ET.Element, max_page: int) -> Request:
         except InvalidJID:
             raise StanzaError("jid-malformed", "with: not a JID") from None
         with_jid, with_resource = str(jid.bare), (jid.resource or None)
-    start, end = _time(values, "start"), _time(values, "end")
+    start, end = form_time(values, "start"), form_time(values, "end")
     after = forms.single(values.get("after-id", [])) or None
     before = forms.single(values.get("before-id", [])) or None
     limit = DEFAULT_PAGE

@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING
 
 from descant import forms
 from descant.errors import StanzaError
+from descant.features.mam import query as mam_query
 from descant.features.muc.names import AFF_RANK, DATA, RSM, q
 from descant.features.muc.room import HistoryEntry, Room
 from descant.jid import InvalidJID, parse
 from descant.routing.router import StanzaEvent
-from descant.stamps import format_stamp, parse_stamp
-from descant.stanza import new_id
 from descant.storage.api import ArchivedMessage, ArchiveQuery, UnknownArchiveId
-from descant.xml import ns
 from descant.xml.parser import parse_element
 
 if TYPE_CHECKING:
@@ -70,16 +68,6 @@ def _may_read(room: Room, bare: str) -> bool:
     return not room.config.members_only or AFF_RANK[aff] >= AFF_RANK["member"]
 
 
-def _time(values: dict[str, list[str]], var: str) -> datetime | None:
-    raw = forms.single(values.get(var, []))
-    if not raw:
-        return None
-    try:
-        return parse_stamp(raw)
-    except ValueError:
-        raise StanzaError("bad-request", f"{var}: not a date and time") from None
-
-
 def _query(room: Room, query: ET.Element) -> ArchiveQuery | None:
     """The storage query a MAM request asks for; None when it can match nothing."""
     form = query.find(q(DATA, "x"))
@@ -105,7 +93,14 @@ def _query(room: Room, query: ET.Element) -> ArchiveQuery | None:
             limit = min(int(max_text), MAX_PAGE)
         after = rsm.findtext(q(RSM, "after"))
         before = rsm.findtext(q(RSM, "before"))
-    return ArchiveQuery(_time(values, "start"), _time(values, "end"), nick, after, before, limit)
+    return ArchiveQuery(
+        mam_query.form_time(values, "start"),
+        mam_query.form_time(values, "end"),
+        nick,
+        after,
+        before,
+        limit,
+    )
 
 
 async def on_query(svc: MUCService, ev: StanzaEvent) -> bool:
@@ -130,25 +125,14 @@ async def on_query(svc: MUCService, ev: StanzaEvent) -> bool:
         return True
     except UnknownArchiveId:
         return await svc.error(stanza, "item-not-found", "no message with that id")
-    out = []
     queryid = query.get("queryid")
-    for m in page:
-        msg = ET.Element("message", {"from": str(room.jid), "to": str(ev.frm), "id": new_id("mam")})
-        attrs = {"id": m.id}
-        if queryid:
-            attrs["queryid"] = queryid
-        result = ET.SubElement(msg, q(MAM, "result"), attrs)
-        fwd = ET.SubElement(result, q(FORWARD, "forwarded"))
-        ET.SubElement(fwd, q(ns.DELAY, "delay"), {"stamp": format_stamp(m.stamp)})
-        fwd.append(parse_element(m.stanza))
-        out.append(msg)
-    await svc.send_all(out)
-    fin = ET.Element(q(MAM, "fin"), {"complete": "true"} if complete else {})
-    s = ET.SubElement(fin, q(RSM, "set"))
-    if page:
-        ET.SubElement(s, q(RSM, "first")).text = page[0].id
-        ET.SubElement(s, q(RSM, "last")).text = page[-1].id
-    return await svc.reply(stanza, fin)
+    to, frm = str(ev.frm), str(room.jid)
+    await svc.send_all(
+        mam_query.result_message(to, frm, queryid, m.id, m.stamp, parse_element(m.stanza))
+        for m in page
+    )
+    first, last = (page[0].id, page[-1].id) if page else (None, None)
+    return await svc.reply(stanza, mam_query.fin(first, last, complete))
 
 
 async def on_fields(svc: MUCService, ev: StanzaEvent) -> bool:
