@@ -224,11 +224,19 @@ def cmd_serve(cfg: Config, args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
+    server = Server(cfg)
     try:
-        asyncio.run(Server(cfg).serve_forever())
+        asyncio.run(server.serve_forever())
     except OSError as exc:
         # Typically a listener address in use or not permitted.
         raise CLIError(f"cannot start: {exc}") from None
+    if server.restart_requested:
+        # The XEP-0133 restart command, after a clean stop (listeners closed, storage
+        # flushed): the same command line again, in the same process (so the same pid
+        # for a supervisor). Descriptors Python opened are not inherited (PEP 446).
+        logging.getLogger("descant").info("restarting: %s", " ".join(sys.orig_argv))
+        logging.shutdown()
+        os.execv(sys.executable, sys.orig_argv)
     return 0
 
 

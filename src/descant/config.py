@@ -24,6 +24,8 @@ class ConfigError(Exception):
 class ServerConfig:
     domains: list[str] = field(default_factory=lambda: ["localhost"])
     data_dir: str = "data"
+    # Bare JIDs (accounts of served domains) allowed to run the XEP-0133 admin commands.
+    admins: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,15 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class RegistrationConfig:
+    # XEP-0077 in-band registration of new accounts by anyone who connects (password
+    # changes and account removal by logged-in users work either way).
+    open: bool = False
+    # Accounts one address may register per hour; more are <resource-constraint/>.
+    per_ip_per_hour: int = 5
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     url: str = "sqlite:///data/descant.db"
 
@@ -226,6 +237,7 @@ class Config:
     pubsub: PubSubConfig = field(default_factory=PubSubConfig)
     mam: MAMConfig = field(default_factory=MAMConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -258,6 +270,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "pubsub.max_nodes": (1, 100_000),
     "mam.max_page": (1, 10_000),
     "push.max_errors": (1, 1000),
+    "registration.per_ip_per_hour": (1, 1_000_000),
     "push.timeout": (0.1, 3600),
     "s2s.connect_timeout": (0.1, 600),
     "s2s.idle_timeout": (1, 86400),
@@ -344,7 +357,7 @@ def parse_duration(text: str) -> float | None:
 
 
 def _validate(cfg: Config) -> None:
-    from descant.jid import InvalidJID, prep_domain
+    from descant.jid import InvalidJID, parse, prep_domain
 
     if not cfg.server.domains:
         raise ConfigError("server.domains: at least one domain is required")
@@ -362,6 +375,15 @@ def _validate(cfg: Config) -> None:
                 prep_domain(f"{prefix}.{d}")
             except InvalidJID as exc:
                 raise ConfigError(f"{key}: {exc}") from None
+    for i, admin in enumerate(cfg.server.admins):
+        try:
+            jid = parse(admin)
+        except InvalidJID as exc:
+            raise ConfigError(f"server.admins[{i}]: {exc}") from None
+        if not jid.local or jid.resource or jid.domain not in cfg.server.domains:
+            raise ConfigError(
+                f"server.admins[{i}]: {admin!r} is not an account (user@domain) of a served domain"
+            )
     for section in ("c2s", "s2s", "http", "components"):
         sect = getattr(cfg, section)
         for key in ("listen", "tls_listen"):

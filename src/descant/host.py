@@ -31,6 +31,8 @@ class Host:
         self.account_identities: list[tuple[str, str]] = [("account", "registered")]
         self.identities: list[tuple[str, str, str]] = []
         self.stream_features: list[ET.Element] = []
+        # Offered to clients before authentication (in-band registration, XEP-0077).
+        self.pre_auth_features: list[ET.Element] = []
         self.requests = IqRequests(self)  # the server's own iq requests and their answers
         # nonza/<ns>:<tag> → a handler that needs no waiting (Module.hook_nonza).
         self.sync_nonzas: dict[str, Callable[[Any], bool]] = {}

@@ -48,6 +48,9 @@ class Server:
         self.http = HTTPService(self)
         self.s2s = S2SManager(self)
         self.components = ComponentService(self)
+        # Set by request_stop() (the admin shutdown and restart commands) or a signal.
+        self._stop_requested = asyncio.Event()
+        self.restart_requested = False
 
     def host_for(self, domain: str) -> Host | None:
         host = self.hosts.get(domain)
@@ -146,13 +149,19 @@ class Server:
                 log.debug("cleanup after a failed start", exc_info=True)
             raise
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self._stop_requested
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_certificates)
         await stop.wait()
-        log.info("shutting down")
+        log.info("restarting" if self.restart_requested else "shutting down")
         await self.stop()
+
+    def request_stop(self, restart: bool = False) -> None:
+        """Stop as SIGTERM does; with ``restart``, ``descant serve`` then starts the
+        same command again in this process (cli.py)."""
+        self.restart_requested = self.restart_requested or restart
+        self._stop_requested.set()
 
     # -- protection ---------------------------------------------------------------------
 

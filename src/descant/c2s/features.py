@@ -36,4 +36,5 @@ def build(stream: ClientStream) -> ET.Element:
             # XEP-0440: the channel-binding types this server can verify.
             cb = ET.SubElement(feats, "{%s}sasl-channel-binding" % ns.SASL_CB)
             ET.SubElement(cb, "{%s}channel-binding" % ns.SASL_CB, {"type": "tls-server-end-point"})
+        feats.extend(stream.host.pre_auth_features)
     return feats

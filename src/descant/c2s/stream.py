@@ -47,7 +47,7 @@ from descant.errors import StanzaError, StreamError
 from descant.jid import JID, InvalidJID, parse, prep_resource
 from descant.net.connection import StreamConnection
 from descant.net.transport import Transport
-from descant.stanza import STANZA_KINDS, error_reply, iq_result, valid_iq
+from descant.stanza import STANZA_KINDS, error_reply, iq_result, payload_key, valid_iq
 from descant.stream.protocol import TCP, StreamClosed, StreamOpened
 from descant.xml import ns
 
@@ -341,7 +341,21 @@ class ClientStream(StreamConnection):
             await self._sasl(el)
         elif self.tls_required:
             raise StreamError("policy-violation", "STARTTLS is required")
+        elif tag == "iq":
+            await self._pre_auth_iq(el)
         else:
+            raise StreamError("not-authorized", "authenticate first")
+
+    async def _pre_auth_iq(self, iq: ET.Element) -> None:
+        """An iq before authentication is offered to modules as ``iq-preauth/<ns>:<tag>``
+        (in-band registration, XEP-0077 §3.1), which answer on the stream themselves;
+        one nobody takes ends the stream as any other element would (RFC 6120 §6.4.1)."""
+        key = payload_key(iq) if valid_iq(iq) and iq.get("type") in ("get", "set") else None
+        name = f"iq-preauth/{key}"
+        events = self.host.events
+        if key is None or not events.has(name):
+            raise StreamError("not-authorized", "authenticate first")
+        if await events.fire(name, NonzaEvent(iq, self, None)) is None:
             raise StreamError("not-authorized", "authenticate first")
 
     async def _starttls(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from descant.features.adhoc import AdhocModule
+from descant.features.admin import AdminModule
 from descant.features.avatar import AvatarModule
 from descant.features.blocking import BlockingModule
 from descant.features.bookmarks import BookmarksModule
@@ -18,6 +20,7 @@ from descant.features.presence import PresenceModule
 from descant.features.private import PrivateModule
 from descant.features.pubsub import PEPModule
 from descant.features.push import PushModule
+from descant.features.register import RegisterModule
 from descant.features.roster import RosterModule
 from descant.features.smacks import StreamManagementModule
 from descant.features.vcard import VCardModule
@@ -45,4 +48,7 @@ DEFAULT_MODULES: list[type[Module]] = [
     BookmarksModule,
     AvatarModule,
     MamModule,
+    RegisterModule,
+    AdhocModule,
+    AdminModule,
 ]

@@ -8,6 +8,7 @@ Extra items (e.g. the MUC service) are added by modules to ``self.items``.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
@@ -19,6 +20,14 @@ from descant.xml import ns
 if TYPE_CHECKING:
     from descant.host import Host
     from descant.server import Server
+
+
+@dataclass(slots=True)
+class NodeRequest:
+    """A disco#info or disco#items request for a node of the server (``disco-node-*``)."""
+
+    ev: StanzaEvent
+    node: str
 
 
 class DiscoModule(Module):
@@ -39,14 +48,24 @@ class DiscoModule(Module):
     async def _error(self, ev: StanzaEvent, condition: str) -> bool:
         return await self.answer(ev, error_reply(ev.stanza, StanzaError(condition)))
 
+    async def _node(self, ev: StanzaEvent, kind: str) -> bool:
+        """A node of the server's own: the module that owns it answers with the query
+        element (``disco-node-info``, ``disco-node-items``), or it does not exist."""
+        node = ev.stanza[0].get("node", "")
+        query = await self.host.events.fire(f"disco-node-{kind}", NodeRequest(ev, node))
+        if query is None:
+            return await self._error(ev, "item-not-found")
+        query.set("node", node)
+        return await self._result(ev, query)
+
     async def host_info(self, ev: StanzaEvent) -> bool:
         if ev.stanza[0].get("node"):
-            return await self._error(ev, "item-not-found")
+            return await self._node(ev, "info")
         return await self._result(ev, self.host.disco_info())
 
     async def host_items(self, ev: StanzaEvent) -> bool:
         if ev.stanza[0].get("node"):
-            return await self._error(ev, "item-not-found")
+            return await self._node(ev, "items")
         query = ET.Element("{%s}query" % ns.DISCO_ITEMS)
         for jid, name in self.items:
             attrs = {"jid": jid}

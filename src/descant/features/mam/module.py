@@ -101,6 +101,7 @@ class MamModule(Module):
         self.hook_iq("get", "self", f"{MAM}:prefs", self.on_prefs_get)
         self.hook_iq("set", "self", f"{MAM}:prefs", self.on_prefs_set)
         self.hook_iq("get", "self", f"{MAM}:metadata", self.on_metadata)
+        self.hook("account-removed", self.on_account_removed)
         for type_ in ("get", "set"):
             for payload in ("query", "prefs", "metadata"):
                 self.hook_iq(type_, "bare", f"{MAM}:{payload}", self.on_others)
@@ -119,6 +120,12 @@ class MamModule(Module):
         if self.enabled:
             self._stopping.set()
             await self.writer.close()
+
+    async def on_account_removed(self, user: str) -> None:
+        """Entries still queued reach storage before the account's data is swept away
+        (features/register.py), and its cached preferences go."""
+        self._prefs.pop(user, None)
+        await self.writer.flush()
 
     # -- archiving ---------------------------------------------------------------------
 

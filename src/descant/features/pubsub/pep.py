@@ -73,6 +73,7 @@ class PEPModule(PubSubModule):
         self.hook("pre-presence", self.on_presence_out, priority=10)
         self.hook("resource-unbound", self.on_unbound)
         self.hook("roster-changed", self.on_roster_changed)
+        self.hook("account-removed", self.on_account_removed)
         for kind in ("self", "bare"):
             # Ahead of the disco module, which lists no items for an account.
             self.hook(f"iq-get/{kind}/{ns.DISCO_ITEMS}:query", self.disco_items, priority=10)
@@ -183,6 +184,12 @@ class PEPModule(PubSubModule):
                 await self._caps_seen(session.jid.local, session.jid, caps_of(ev.stanza))
             except Exception:
                 self.log.exception("PEP could not handle presence from %s", session.jid)
+
+    async def on_account_removed(self, user: str) -> None:
+        """The account's nodes are gone from storage: its cached service goes too, or
+        the name would still look taken, and its nodes alive, to others."""
+        self.services.pop(user, None)
+        self.interest.pop(user, None)
 
     async def on_unbound(self, session: Session) -> None:
         self._forget(session.jid.local, session.jid)
