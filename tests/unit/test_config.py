@@ -381,3 +381,18 @@ def test_listen_address_forms() -> None:
     assert parse_listen("[::1]:5222") == ("::1", 5222)
     assert parse_listen("0.0.0.0:5269") == ("0.0.0.0", 5269)
     assert parse_listen("localhost:5222") == ("localhost", 5222)
+
+
+def test_admins_and_registration(tmp_path: Path) -> None:
+    cfg = load_text(
+        tmp_path,
+        '[server]\nadmins = ["root@localhost"]\n[registration]\nopen = true\nper_ip_per_hour = 3\n',
+    )
+    assert cfg.server.admins == ["root@localhost"]
+    assert cfg.registration.open and cfg.registration.per_ip_per_hour == 3
+    assert not Config().registration.open  # closed unless asked for
+    for bad in ('"localhost"', '"root@elsewhere.test"', '"root@localhost/res"', '"a b@localhost"'):
+        assert "server.admins[0]" in error_for(tmp_path, f"[server]\nadmins = [{bad}]\n")
+    assert "registration.per_ip_per_hour" in error_for(
+        tmp_path, "[registration]\nper_ip_per_hour = 0\n"
+    )
