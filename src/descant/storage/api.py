@@ -451,6 +451,57 @@ class MamStore(Protocol):
         owner); return how many were removed. ValueError for a naive time."""
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An HTTP upload slot (XEP-0363) and, once ``stored``, the file put in it.
+
+    ``id`` names the file on disk and in its URLs; ``token`` is the secret of its PUT
+    URL. ``host``/``username`` is the uploading account; ``filename`` the sanitized name
+    shown in the URL (never a path); ``size`` the announced size in bytes;
+    ``content_type`` the announced type ("" when none was given).
+    """
+
+    id: str
+    token: str
+    host: str
+    username: str
+    filename: str
+    size: int
+    content_type: str
+    created: datetime
+    stored: bool = False
+
+
+class UploadStore(Protocol):
+    """Upload slots and stored files' metadata; the files live in data_dir/uploads/.
+    Deleting an account deletes its rows."""
+
+    async def add(self, upload: Upload) -> None:
+        """Store a new slot; ValueError for a naive ``created``."""
+
+    async def get(self, id: str) -> Upload | None: ...
+
+    async def mark_stored(self, id: str, content_type: str) -> bool:
+        """A pending slot's PUT completed (with this content type); False if the slot is
+        gone or was already stored."""
+
+    async def usage(self, host: str, username: str, pending_since: datetime) -> tuple[int, int]:
+        """(bytes, pending): the sizes of an account's stored files and of its pending
+        slots created at or after ``pending_since`` summed, and how many such slots."""
+
+    async def expired(
+        self, stored_before: datetime, pending_before: datetime, limit: int
+    ) -> list[str]:
+        """Ids of at most ``limit`` stored files created before ``stored_before`` and
+        pending slots created before ``pending_before``, oldest first."""
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        """Remove these rows; how many there were."""
+
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored rows (pending or not)."""
+
+
 class Storage(Protocol):
     accounts: AccountStore
     roster: RosterStore
@@ -459,6 +510,7 @@ class Storage(Protocol):
     rooms: RoomStore
     pubsub: PubsubStore
     mam: MamStore
+    uploads: UploadStore
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

@@ -32,6 +32,8 @@ from descant.storage.api import (
     RosterItem,
     RosterStore,
     UnknownArchiveId,
+    Upload,
+    UploadStore,
     mam_entry_key,
     mam_key,
     mam_key_range,
@@ -58,6 +60,7 @@ class _Data:
         self.rooms: dict[tuple[str, str], str] = {}
         self.room_affiliations: dict[tuple[str, str], dict[str, str]] = {}
         self.pubsub_nodes: dict[NodeKey, str] = {}
+        self.uploads: dict[str, Upload] = {}
         # Items by id in publish order, oldest first (insertion order again).
         self.pubsub_items: dict[NodeKey, dict[str, PubsubItem]] = {}
         self.pubsub_affiliations: dict[NodeKey, dict[str, str]] = {}
@@ -119,6 +122,8 @@ class MemoryAccountStore:
         data.drop_archive(key)
         for kv_key in [k for k in data.keyval if k[:2] == key]:
             del data.keyval[kv_key]
+        for upload_id in [i for i, u in data.uploads.items() if (u.host, u.username) == key]:
+            del data.uploads[upload_id]
         bare = f"{username}@{host}"
         data.delete_pubsub_service(bare)
         for affs in data.pubsub_affiliations.values():
@@ -455,6 +460,56 @@ def _key(row: tuple[int, MamEntry]) -> int:
     return row[0]
 
 
+class MemoryUploadStore:
+    def __init__(self, data: _Data) -> None:
+        self._data = data
+
+    async def add(self, upload: Upload) -> None:
+        upload = replace(upload, created=require_utc(upload.created))
+        self._data.uploads[upload.id] = upload
+
+    async def get(self, id: str) -> Upload | None:
+        return self._data.uploads.get(id)
+
+    async def mark_stored(self, id: str, content_type: str) -> bool:
+        upload = self._data.uploads.get(id)
+        if upload is None or upload.stored:
+            return False
+        self._data.uploads[id] = replace(upload, stored=True, content_type=content_type)
+        return True
+
+    async def usage(self, host: str, username: str, pending_since: datetime) -> tuple[int, int]:
+        since = require_utc(pending_since)
+        total = pending = 0
+        for u in self._data.uploads.values():
+            if (u.host, u.username) != (host, username):
+                continue
+            if u.stored:
+                total += u.size
+            elif u.created >= since:
+                total += u.size
+                pending += 1
+        return total, pending
+
+    async def expired(
+        self, stored_before: datetime, pending_before: datetime, limit: int
+    ) -> list[str]:
+        stored_cut, pending_cut = require_utc(stored_before), require_utc(pending_before)
+        old = [
+            u
+            for u in self._data.uploads.values()
+            if u.created < (stored_cut if u.stored else pending_cut)
+        ]
+        old.sort(key=lambda u: u.created)
+        return [u.id for u in old[:limit]]
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        return sum(self._data.uploads.pop(i, None) is not None for i in set(ids))
+
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        return {i for i in ids if i in self._data.uploads}
+
+
 class MemoryStorage:
     def __init__(self) -> None:
         data = _Data()
@@ -465,6 +520,7 @@ class MemoryStorage:
         self.rooms: RoomStore = MemoryRoomStore(data)
         self.pubsub: PubsubStore = MemoryPubsubStore(data)
         self.mam: MamStore = MemoryMamStore(data)
+        self.uploads: UploadStore = MemoryUploadStore(data)
 
     async def open(self) -> None:
         """Nothing to connect to or migrate."""

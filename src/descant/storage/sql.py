@@ -38,6 +38,8 @@ from descant.storage.api import (
     RosterStore,
     ScramCredentials,
     UnknownArchiveId,
+    Upload,
+    UploadStore,
 )
 from descant.storage.mam_sql import SqlMamStore
 
@@ -149,7 +151,15 @@ _KEY_COLUMNS = (
 )
 
 # Every table besides accounts holding per-user rows; deleting an account empties them all.
-USER_DATA_TABLES = ("roster", "roster_version", "roster_pending_in", "offline", "keyval")
+# (An account's upload rows go too; the upload service's sweep removes the files.)
+USER_DATA_TABLES = (
+    "roster",
+    "roster_version",
+    "roster_pending_in",
+    "offline",
+    "keyval",
+    "uploads",
+)
 
 # Every table of pubsub rows, keyed by (service, node). An account's PEP service is the
 # account's bare JID, so deleting the account empties these for that service too.
@@ -781,6 +791,92 @@ class SqlPubsubStore:
         return {str(n): str(s) for n, s in rows}
 
 
+_UPLOAD_COLUMNS = "id, token, host, username, filename, size, content_type, created, stored"
+
+
+class SqlUploadStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, upload: Upload) -> None:
+        await self._db.execute(
+            f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            upload.id,
+            upload.token,
+            upload.host,
+            upload.username,
+            upload.filename,
+            upload.size,
+            upload.content_type,
+            self._db.dialect.encode_time(upload.created),
+            int(upload.stored),
+        )
+
+    async def get(self, id: str) -> Upload | None:
+        row = await self._db.fetchone(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ?", id)
+        if row is None:
+            return None
+        id_, token, host, username, filename, size, ctype, created, stored = row
+        return Upload(
+            str(id_),
+            str(token),
+            str(host),
+            str(username),
+            str(filename),
+            int(size),
+            str(ctype),
+            self._db.dialect.decode_time(created),
+            bool(stored),
+        )
+
+    async def mark_stored(self, id: str, content_type: str) -> bool:
+        changed = await self._db.execute(
+            "UPDATE uploads SET stored = 1, content_type = ? WHERE id = ? AND stored = 0",
+            content_type,
+            id,
+        )
+        return changed > 0
+
+    async def usage(self, host: str, username: str, pending_since: datetime) -> tuple[int, int]:
+        since = self._db.dialect.encode_time(pending_since)
+        row = await self._db.fetchone(
+            "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(1 - stored), 0) FROM uploads "
+            "WHERE host = ? AND username = ? AND (stored = 1 OR created >= ?)",
+            host,
+            username,
+            since,
+        )
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+    async def expired(
+        self, stored_before: datetime, pending_before: datetime, limit: int
+    ) -> list[str]:
+        encode = self._db.dialect.encode_time
+        # Two index range scans (uploads_age), merged by age.
+        rows = await self._db.fetchall(
+            "SELECT id, created FROM uploads WHERE stored = 1 AND created < ? "
+            "UNION ALL SELECT id, created FROM uploads WHERE stored = 0 AND created < ? "
+            "ORDER BY created LIMIT ?",
+            encode(stored_before),
+            encode(pending_before),
+            limit,
+        )
+        return [str(r[0]) for r in rows]
+
+    async def delete(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        marks = ", ".join("?" * len(ids))
+        return await self._db.execute(f"DELETE FROM uploads WHERE id IN ({marks})", *ids)
+
+    async def existing(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        marks = ", ".join("?" * len(ids))
+        rows = await self._db.fetchall(f"SELECT id FROM uploads WHERE id IN ({marks})", *ids)
+        return {str(r[0]) for r in rows}
+
+
 class SqlStorage:
     """``Storage`` over any ``Database``; ``open()`` connects and migrates.
 
@@ -799,6 +895,7 @@ class SqlStorage:
         self.keyval: KeyValueStore = SqlKeyValueStore(db)
         self.rooms: RoomStore = SqlRoomStore(db)
         self.pubsub: PubsubStore = SqlPubsubStore(db)
+        self.uploads: UploadStore = SqlUploadStore(db)
 
     async def open(self) -> None:
         await self.db.connect()
