@@ -171,6 +171,9 @@ class Harness:
             from descant.features.pubsub import add_services as add_pubsub
 
             add_pubsub(server)
+            from descant.features.upload import add_services as add_upload
+
+            add_upload(server)
         for host in server.hosts.values():
             await host.start()
         return cls(server)

@@ -166,6 +166,26 @@ class RegistrationConfig:
 
 
 @dataclass(frozen=True)
+class UploadConfig:
+    # XEP-0363 HTTP file upload at <domain_prefix>.<domain> (docs/upload.md).
+    enabled: bool = True
+    domain_prefix: str = "upload"
+    # The largest file one slot may be for, in bytes.
+    max_file_size: int = 100 * 1024 * 1024
+    # Bytes one account's files (and pending slots) may take together.
+    quota_per_account: int = 1024 * 1024 * 1024
+    # Files older than this are removed ("30d", "12w"; "" keeps them forever).
+    expire_after: str = "30d"
+    # Seconds a slot stays valid for its PUT.
+    slot_timeout: float = 300.0
+    # Slots one account may hold unused at once.
+    max_pending_slots: int = 10
+    # The public URL of the /upload path of the HTTP listener; empty: from
+    # http.external_url, else the first HTTP listener (https first).
+    url_base: str = ""
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     url: str = "sqlite:///data/descant.db"
 
@@ -238,6 +258,7 @@ class Config:
     mam: MAMConfig = field(default_factory=MAMConfig)
     push: PushConfig = field(default_factory=PushConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -279,6 +300,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "http.bosh_max_wait": (1, 3600),
     "http.bosh_inactivity": (5, 3600),
     "tls.watch_interval": (0, 86400),
+    "upload.max_file_size": (1, 1 << 40),
+    "upload.quota_per_account": (1, 1 << 50),
+    "upload.slot_timeout": (1, 86400),
+    "upload.max_pending_slots": (1, 10_000),
 }
 _S2S_POLICIES = ("verify", "dialback", "insecure")
 _CHOICES = {"log.level": ("debug", "info", "warning", "error"), "s2s.policy": _S2S_POLICIES}
@@ -370,6 +395,7 @@ def _validate(cfg: Config) -> None:
         for key, prefix in (
             ("muc.domain_prefix", cfg.muc.domain_prefix),
             ("pubsub.domain_prefix", cfg.pubsub.domain_prefix),
+            ("upload.domain_prefix", cfg.upload.domain_prefix),
         ):
             try:
                 prep_domain(f"{prefix}.{d}")
@@ -400,6 +426,9 @@ def _validate(cfg: Config) -> None:
     url = cfg.http.external_url
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(f"http.external_url: {url!r} must start with http:// or https://")
+    url = cfg.upload.url_base
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"upload.url_base: {url!r} must start with http:// or https://")
     for dom, addr in cfg.s2s.routes.items():
         try:
             parse_listen(addr)
@@ -419,6 +448,10 @@ def _validate(cfg: Config) -> None:
         parse_duration(cfg.mam.expire_after)
     except ValueError as exc:
         raise ConfigError(f"mam.expire_after: {exc}") from None
+    try:
+        parse_duration(cfg.upload.expire_after)
+    except ValueError as exc:
+        raise ConfigError(f"upload.expire_after: {exc}") from None
     for dom, pair in cfg.tls.domains.items():
         key = f'tls.domains."{dom}"'
         try:

@@ -90,6 +90,9 @@ class Server:
         from descant.features.pubsub import add_services as add_pubsub
 
         add_pubsub(self)  # a pubsub host per domain (XEP-0060; features/pubsub)
+        from descant.features.upload import add_services as add_upload
+
+        add_upload(self)  # an upload host per domain, HTTP routes (XEP-0363; features/upload)
         for host in self.hosts.values():
             await host.start()
         # Before c2s: once clients are accepted, federation and components are up.
