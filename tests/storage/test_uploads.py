@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.storage.test_conformance import account
 
 from descant.storage import Storage
 from descant.storage.api import Upload
-from tests.storage.test_conformance import account
 
 H = "example.org"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -163,11 +163,11 @@ class UploadHTTP:
     async def slot(self, request: web.Request) -> web.StreamResponse:
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=PREFLIGHT)
-        if request.method != "PUT":
-            return _error(405, "method not allowed")
         up = await self._find(request)
         if up is None:
             return _error(404, "no such slot")
+        if request.method != "PUT":
+            return _error(405, "method not allowed")
         if not hmac.compare_digest(request.match_info["token"], up.token):
             return _error(403, "wrong token")
         if up.stored or up.id in self.active:
