@@ -396,3 +396,38 @@ def test_admins_and_registration(tmp_path: Path) -> None:
     assert "registration.per_ip_per_hour" in error_for(
         tmp_path, "[registration]\nper_ip_per_hour = 0\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[upload]\nurl_base = "ftp://x/upload"', "upload.url_base"),
+        ('[upload]\nexpire_after = "soon"', "upload.expire_after"),
+        ('[upload]\ndomain_prefix = "bad prefix"', "upload.domain_prefix"),
+        ("[upload]\nmax_file_size = 0", "upload.max_file_size"),
+        ("[upload]\nslot_timeout = 0", "upload.slot_timeout"),
+        ("[upload]\nmax_pending_slots = 0", "upload.max_pending_slots"),
+    ],
+)
+def test_upload_keys_are_checked(tmp_path: Path, text: str, key: str) -> None:
+    assert key in error_for(tmp_path, text)
+
+
+def test_upload_url_base_defaults_to_the_http_listener() -> None:
+    """docs/upload.md: external_url, else the first HTTPS, else HTTP listener; a wildcard
+    address becomes the domain's name."""
+    import dataclasses
+
+    from descant.config import Config, HTTPConfig, UploadConfig
+    from descant.features.upload.service import default_url_base
+
+    cfg = Config()
+    assert default_url_base(cfg, "localhost") == "http://127.0.0.1:5280/upload"
+    wild = dataclasses.replace(cfg, http=HTTPConfig(listen=["0.0.0.0:80"], tls_listen=["[::]:443"]))
+    assert default_url_base(wild, "example.org") == "https://example.org/upload"
+    v6 = dataclasses.replace(cfg, http=HTTPConfig(listen=["[::1]:5280"]))
+    assert default_url_base(v6, "localhost") == "http://[::1]:5280/upload"
+    ext = dataclasses.replace(cfg, http=HTTPConfig(external_url="https://chat.example.org/"))
+    assert default_url_base(ext, "x") == "https://chat.example.org/upload"
+    own = dataclasses.replace(cfg, upload=UploadConfig(url_base="https://files.example.org/u/"))
+    assert default_url_base(own, "x") == "https://files.example.org/u"
