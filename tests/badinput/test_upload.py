@@ -215,6 +215,9 @@ async def test_huge_headers_are_refused_and_the_server_goes_on(srv: LiveServer) 
     answer = await raw_http(srv, f"GET /upload/x/y HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
     assert status_of(answer) in (400, 431)
     assert (await get(f"http://127.0.0.1:{srv.http_port}/upload/{'c' * 24}/f"))[0] == 404
+    # A client's malformed request is no reason for a traceback in the operator's log.
+    await raw_http(srv, b"GARBAGE\x00 / HTTP/9\r\n\r\n")
+    assert "Traceback" not in srv.log() and "Error handling request" not in srv.log()
 
 
 async def test_too_large_and_over_quota_are_refused_in_the_slot_request(

@@ -26,11 +26,28 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 if TYPE_CHECKING:
     from descant.server import Server
 
 log = logging.getLogger(__name__)
+
+
+class _ClientErrorsQuiet(logging.Filter):
+    """aiohttp logs a malformed request (bad request line, huge headers) at ERROR
+    with a traceback: anyone could fill the operator's log that way. Such a request
+    is the client's fault and gets its 4xx; it is logged here at DEBUG, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            log.debug("bad HTTP request: %s", exc)
+            return False
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_ClientErrorsQuiet())
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
