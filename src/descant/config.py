@@ -98,6 +98,8 @@ class HTTPConfig:
     # go without one before it ends.
     bosh_max_wait: float = 60.0
     bosh_inactivity: float = 60.0
+    # Converse.js, the bundled browser client, at / (docs/web.md).
+    web_client: bool = True
 
 
 @dataclass(frozen=True)

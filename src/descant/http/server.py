@@ -1,4 +1,5 @@
-"""The HTTP listener (aiohttp): WebSocket, BOSH, host-meta, and routes modules add.
+"""The HTTP listener (aiohttp): WebSocket, BOSH, host-meta, the web client, and routes
+modules add.
 
 ``server.http`` serves ``[http] listen`` (plain) and ``[http] tls_listen``
 (HTTPS with the server's certificate). Who is on the other end of a request
@@ -80,7 +81,7 @@ class HTTPService:
         self.app.router.add_route(method, path, handler)
 
     async def start(self) -> None:
-        from descant.http import bosh, hostmeta, websocket
+        from descant.http import bosh, hostmeta, webclient, websocket
 
         cfg = self.server.config.http
         if not (cfg.listen or cfg.tls_listen):
@@ -88,6 +89,7 @@ class HTTPService:
         websocket.install(self)
         bosh.install(self)
         hostmeta.install(self)
+        webclient.install(self)
         # No access log: it would name every client and every request at INFO.
         self._runner = runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()

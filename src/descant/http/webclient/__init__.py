@@ -1,0 +1,177 @@
+"""The web client: Converse.js at ``/`` (``http.web_client``; docs/web.md).
+
+``GET /`` is a small page made per request: it loads the vendored Converse.js
+(``converse/``, refreshed by ``tools/vendor-converse.sh``) and ``descant.js``,
+which starts it with settings the page carries as JSON — the WebSocket and BOSH
+endpoints as the client reaches this server (``http.external_url``, else the
+request's scheme and host, as host-meta does), the first served domain as the
+default one. Nothing comes from elsewhere at run time.
+
+Assets are served from ``/webclient/``, under paths that change whenever their
+content does (``converse-<version>/``, ``descant-<hash>.js``), so browsers may
+keep them for a year. The page itself is never cached and carries a
+Content-Security-Policy that allows scripts, styles, fonts and connections from
+this origin and the two XMPP endpoints only, no inline scripts, no framing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from descant.http import hostmeta
+
+if TYPE_CHECKING:
+    from descant.http.server import HTTPService
+
+HERE = Path(__file__).parent
+CONVERSE = HERE / "converse"
+PREFIX = "/webclient/"
+
+CONTENT_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+    ".ttf": "font/ttf",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".ogg": "audio/ogg",
+    ".mp3": "audio/mpeg",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".ico": "image/vnd.microsoft.icon",
+    "LICENSE": "text/plain; charset=utf-8",  # the MPL-2.0 text, served with the code
+}
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+IMMUTABLE = {**NOSNIFF, "Cache-Control": "public, max-age=31536000, immutable"}
+
+
+def converse_version() -> str:
+    return (CONVERSE / "VERSION").read_text().strip()
+
+
+def assets() -> dict[str, tuple[Path, str]]:
+    """URL path (under :data:`PREFIX`) → file and content type, for every servable file.
+
+    Only files listed here are served: no path from a request reaches the file system.
+    """
+    found: dict[str, tuple[Path, str]] = {}
+    base = f"converse-{converse_version()}/"
+    for path in sorted(CONVERSE.rglob("*")):
+        ctype = CONTENT_TYPES.get(path.suffix) or CONTENT_TYPES.get(path.name)
+        if path.is_file() and ctype:
+            found[base + path.relative_to(CONVERSE).as_posix()] = (path, ctype)
+    init = HERE / "descant.js"
+    digest = hashlib.sha256(init.read_bytes()).hexdigest()[:12]
+    found[f"descant-{digest}.js"] = (init, CONTENT_TYPES[".js"])
+    return found
+
+
+def settings(service: HTTPService, request: web.Request, assets_path: str) -> dict[str, object]:
+    """What ``converse.initialize()`` gets (https://conversejs.org/docs/html/configuration.html)."""
+    urls = dict(hostmeta.links(service, request))
+    return {
+        "assets_path": assets_path,
+        "websocket_url": urls[hostmeta.WEBSOCKET_REL],
+        "bosh_service_url": urls[hostmeta.BOSH_REL],  # used when WebSocket fails
+        "discover_connection_methods": False,
+        "default_domain": service.server.config.server.domains[0],
+        "authentication": "login",
+        "auto_login": False,
+        "view_mode": "fullscreen",
+        # No in-band registration (XEP-0077) here: accounts come from `descant user add`.
+        "allow_registration": False,
+        # Nothing from other hosts: the system's emoji font rather than Twemoji's CDN,
+        # no XMPP provider lists from data.xmpp.net.
+        "use_system_emojis": True,
+        "autocomplete_providers_url": "",
+        "xmpp_providers_url": "",
+        "notification_icon": f"{assets_path}/images/logo/conversejs-filled.svg",
+        "loglevel": "warn",
+    }
+
+
+def csp(ws_url: str, bosh_url: str) -> str:
+    return "; ".join(
+        [
+            "default-src 'self'",
+            # OMEMO's curve25519 is WebAssembly; no inline or eval'd JavaScript.
+            "script-src 'self' 'wasm-unsafe-eval'",
+            # Converse's templates set style attributes.
+            "style-src 'self' 'unsafe-inline'",
+            # Avatars are data: URLs; images and media linked in messages are shown inline.
+            "img-src 'self' data: blob: https:",
+            "media-src 'self' data: blob: https:",
+            f"connect-src 'self' {ws_url} {bosh_url}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def page(service: HTTPService, request: web.Request, files: dict[str, str]) -> web.Response:
+    assets_path = PREFIX + files["converse"]
+    conf = settings(service, request, assets_path)
+    # JSON inside <script>: "<" escaped so that no "</script>" can end the element early.
+    data = json.dumps(conf, separators=(",", ":")).replace("<", "\\u003c")
+    title = html.escape(f"Chat — {service.server.config.server.domains[0]}")
+    text = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="icon" href="{assets_path}/images/favicon.ico">
+<link rel="stylesheet" href="{assets_path}/converse.min.css">
+<script type="application/json" id="descant-converse-settings">{data}</script>
+<script type="module" src="{assets_path}/converse.min.js"></script>
+<script type="module" src="{PREFIX}{files["init"]}"></script>
+</head>
+<body class="converse-fullscreen">
+<noscript>This chat client needs JavaScript.</noscript>
+</body>
+</html>
+"""
+    policy = csp(str(conf["websocket_url"]), str(conf["bosh_service_url"]))
+    headers = {
+        **NOSNIFF,
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "same-origin",
+    }
+    return web.Response(text=text, content_type="text/html", headers=headers)
+
+
+def install(service: HTTPService) -> None:
+    """Serve the web client, when ``http.web_client`` is on."""
+    if not service.server.config.http.web_client:
+        return
+    table = assets()
+    files = {
+        "converse": f"converse-{converse_version()}",
+        "init": next(name for name in table if name.startswith("descant-")),
+    }
+
+    async def index(request: web.Request) -> web.Response:
+        return page(service, request, files)
+
+    async def asset(request: web.Request) -> web.StreamResponse:
+        found = table.get(request.match_info["path"])
+        if found is None:
+            raise web.HTTPNotFound(headers=NOSNIFF)
+        path, ctype = found
+        # FileResponse answers conditional and range requests, and sends a gzip
+        # sibling (converse.min.js.gz) to clients that accept it.
+        return web.FileResponse(path, headers={**IMMUTABLE, "Content-Type": ctype})
+
+    service.add_route("GET", "/", index)
+    service.add_route("GET", PREFIX + "{path:.+}", asset)
