@@ -37,4 +37,37 @@ converse.plugins.add("descant", {
     this._converse.api.elements.define("converse-footer", Footer);
   },
 });
+// Whether the WebSocket endpoint answers: open a connection and close it at once.
+function websocketAnswers(url, ms) {
+  return new Promise((resolve) => {
+    let ws;
+    try {
+      ws = new WebSocket(url, "xmpp");
+    } catch {
+      resolve(false);
+      return;
+    }
+    const done = (ok) => {
+      clearTimeout(timer);
+      ws.onopen = ws.onerror = ws.onclose = null;
+      ws.close();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), ms);
+    ws.onopen = () => done(true);
+    ws.onerror = ws.onclose = () => done(false);
+  });
+}
+
+// COMPAT: Converse.js 14.0.0 does not switch to BOSH when the WebSocket endpoint cannot be
+// reached (its reconnect loop keeps trying the WebSocket, since the status it checks is
+// DISCONNECTED by then, not CONNFAIL). So the page tries the endpoint first and, when it
+// does not answer (a proxy that passes no upgrades, a firewall), leaves it out: Converse
+// then connects over BOSH.
+if (settings.websocket_url && settings.bosh_service_url) {
+  if (!(await websocketAnswers(settings.websocket_url, 5000))) {
+    console.warn(`${settings.websocket_url} does not answer; using BOSH`);
+    delete settings.websocket_url;
+  }
+}
 converse.initialize({ ...settings, whitelisted_plugins: ["descant"] });
