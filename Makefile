@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck peers js bench soak fuzz clean
+.PHONY: run test lint typecheck peers js browser bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,12 @@ $(JS_STAMP): $(JS_DIR)/package-lock.json
 	touch $(JS_STAMP)
 endif
 
-test: $(STAMP) lint typecheck peers js
+# Chromium (Debian package) for the web client tests, driven by Playwright's Python package;
+# without root the build goes on, and those tests skip with the reason.
+browser:
+	@bash tools/install-browser.sh
+
+test: $(STAMP) lint typecheck peers js browser
 	$(BIN)/pytest -q
 
 # Load benchmark, Descant then Prosody, side by side (bench/README.md); never part of `test`.

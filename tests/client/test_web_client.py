@@ -1,0 +1,364 @@
+"""The bundled web client: Converse.js at ``/`` (src/descant/http/webclient).
+
+Over plain HTTP: the page is made for the request (the endpoints as the client
+reached the server, behind a trusted proxy too), carries a Content-Security-Policy
+and is never cached; the vendored assets are served with their content types,
+``nosniff``, a year's caching, gzip where a compressed copy exists, and nothing
+else; ``http.web_client = false`` turns all of it off.
+
+In headless Chromium (the Debian package at /usr/bin/chromium, driven by
+Playwright's Python package; ``make browser`` installs it, and these tests skip
+with the reason without it): alice logs in through Converse's form, adds bob (a
+slixmpp client) as a contact, sends him a message he receives, and sees his
+reply; then, with the WebSocket endpoint unreachable, Converse falls back to BOSH.
+Every page load must violate no CSP rule and fetch nothing from another origin.
+Screenshots of each step go to build/test-artifacts/web-client/.
+
+Uploading an image through the page (XEP-0363) is not tested here: the server has
+no HTTP upload service yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.live import LiveServer, connect_slixmpp, disconnect, free_port, wait_for_http
+
+CHROMIUM = os.environ.get("DESCANT_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "test-artifacts" / "web-client"
+VERSION = (
+    (Path(__file__).resolve().parents[2] / "src/descant/http/webclient/converse/VERSION")
+    .read_text()
+    .strip()
+)
+ASSETS = f"/webclient/converse-{VERSION}"
+STEP = 20_000  # ms: the longest any one step in the browser may take
+
+
+def browser_missing() -> str | None:
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (pip install -e '.[test]')"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"no Chromium at {CHROMIUM} (`make browser` installs the Debian package)"
+    return None
+
+
+needs_browser = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+
+
+@pytest.fixture(autouse=True)
+async def http_ready(server: LiveServer) -> None:
+    await wait_for_http(server)
+
+
+def base(server: LiveServer) -> str:
+    return f"http://127.0.0.1:{server.http_port}"
+
+
+def page_settings(html: str) -> dict[str, Any]:
+    m = re.search(
+        r'<script type="application/json" id="descant-converse-settings">(.*?)</script>', html
+    )
+    assert m, html
+    settings: dict[str, Any] = json.loads(m.group(1))
+    return settings
+
+
+# -- over plain HTTP ---------------------------------------------------------------------------
+
+
+async def test_page_is_preconfigured_for_this_server(server: LiveServer) -> None:
+    async with aiohttp.ClientSession() as http, http.get(base(server) + "/") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        html = await resp.text()
+        headers = resp.headers
+    settings = page_settings(html)
+    port = server.http_port
+    assert settings["websocket_url"] == f"ws://127.0.0.1:{port}/xmpp-websocket"
+    assert settings["bosh_service_url"] == f"http://127.0.0.1:{port}/http-bind"
+    assert settings["default_domain"] == "localhost"  # the first of server.domains
+    assert settings["assets_path"] == ASSETS
+    assert settings["authentication"] == "login"
+    assert settings["auto_login"] is False
+    assert settings["discover_connection_methods"] is False
+    assert settings["view_mode"] == "fullscreen"
+    # Every script and style the page names is ours, on this origin.
+    for src in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert src.startswith("/webclient/"), src
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Cache-Control"] == "no-cache"
+    assert headers["X-Frame-Options"] == "DENY"
+    policy = headers["Content-Security-Policy"].split("; ")
+    csp = {name: value for name, _, value in (d.partition(" ") for d in policy)}
+    assert csp["default-src"] == "'self'"
+    assert csp["script-src"] == "'self' 'wasm-unsafe-eval'"  # no inline scripts, no eval
+    assert csp["connect-src"] == (
+        f"'self' ws://127.0.0.1:{port}/xmpp-websocket http://127.0.0.1:{port}/http-bind"
+    )
+    assert csp["frame-ancestors"] == "'none'"
+    assert csp["object-src"] == "'none'"
+
+
+async def test_page_behind_a_tls_proxy_names_secure_endpoints(server: LiveServer) -> None:
+    # Loopback is a trusted proxy by default: its X-Forwarded-Proto is believed, as
+    # host-meta believes it (docs/web.md, "Behind nginx").
+    headers = {"Host": "chat.example.org", "X-Forwarded-Proto": "https"}
+    async with aiohttp.ClientSession() as http, http.get(base(server), headers=headers) as resp:
+        settings = page_settings(await resp.text())
+        csp = resp.headers["Content-Security-Policy"]
+    assert settings["websocket_url"] == "wss://chat.example.org/xmpp-websocket"
+    assert settings["bosh_service_url"] == "https://chat.example.org/http-bind"
+    assert "wss://chat.example.org/xmpp-websocket" in csp
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("converse.min.js", "text/javascript"),
+        ("converse.min.css", "text/css"),
+        ("emoji.json", "application/json"),
+        ("curve25519_compiled.wasm", "application/wasm"),
+        ("webfonts/muli.ttf", "font/ttf"),
+        ("sounds/msg_received.ogg", "audio/ogg"),
+        ("images/favicon.ico", "image/vnd.microsoft.icon"),
+        ("LICENSE", "text/plain"),
+    ],
+)
+async def test_assets_have_their_types_and_are_cached_for_a_year(
+    server: LiveServer, path: str, content_type: str
+) -> None:
+    url = f"{base(server)}{ASSETS}/{path}"
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200
+        assert resp.content_type == content_type
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert await resp.read()
+
+
+async def test_large_assets_go_gzipped_to_clients_that_accept_it(server: LiveServer) -> None:
+    url = f"{base(server)}{ASSETS}/converse.min.js"
+    plain_size = (
+        (
+            Path(__file__).resolve().parents[2]
+            / "src/descant/http/webclient/converse/converse.min.js"
+        )
+        .stat()
+        .st_size
+    )
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        async with http.get(url, headers={"Accept-Encoding": "gzip"}) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            assert resp.content_type == "text/javascript"
+            assert len(await resp.read()) < plain_size / 2
+        async with http.get(url, headers={"Accept-Encoding": "identity"}) as resp:
+            assert "Content-Encoding" not in resp.headers
+            assert len(await resp.read()) == plain_size
+
+
+async def test_only_listed_assets_are_served(server: LiveServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in (
+            f"{ASSETS}/VERSION",  # vendoring notes, not for browsers
+            f"{ASSETS}/converse.min.js.map",
+            f"{ASSETS}/../../webclient/__init__.py",
+            f"{ASSETS}/%2e%2e/%2e%2e/__init__.py",
+            "/webclient/converse-0.0.1/converse.min.js",
+            "/webclient/descant.js",
+        ):
+            async with http.get(base(server) + path) as resp:
+                assert resp.status == 404, path
+
+
+async def test_web_client_off_serves_nothing(make_server: Any) -> None:
+    srv: LiveServer = make_server(http={"web_client": False})
+    await wait_for_http(srv)
+    async with aiohttp.ClientSession() as http:
+        for path in ("/", f"{ASSETS}/converse.min.js"):
+            async with http.get(base(srv) + path) as resp:
+                assert resp.status == 404, path
+        # The XMPP endpoints stay.
+        async with http.get(base(srv) + "/.well-known/host-meta") as resp:
+            assert resp.status == 200
+
+
+# -- in the browser ----------------------------------------------------------------------------
+
+
+@dataclass
+class Watch:
+    """What a page did that it should not: CSP violations, script errors, and requests
+    to any origin but the server's."""
+
+    origin: str
+    csp: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)
+    shots: list[Path] = field(default_factory=list)
+
+    def check(self) -> None:
+        assert not self.csp, f"CSP violations: {self.csp}"
+        assert not self.errors, f"script errors: {self.errors}"
+        assert not self.foreign, f"requests to other origins: {self.foreign}"
+
+
+REPORT_CSP = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+});
+"""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    missing = browser_missing()
+    if missing:
+        pytest.skip(missing)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def open_page(browser: Any, server: LiveServer, name: str) -> tuple[Any, Watch]:
+    context = await browser.new_context(viewport={"width": 1100, "height": 640}, locale="en-US")
+    context.set_default_timeout(STEP)
+    await context.add_init_script(REPORT_CSP)
+    page = await context.new_page()
+    watch = Watch(base(server))
+    page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+
+    def console(msg: Any) -> None:
+        if "Content Security Policy" in msg.text:
+            watch.csp.append(msg.text)
+
+    def request(req: Any) -> None:
+        if not req.url.startswith(watch.origin + "/") and not req.url.startswith("data:"):
+            watch.foreign.append(req.url)
+
+    page.on("console", console)
+    page.on("request", request)
+    (ARTIFACTS / name).mkdir(parents=True, exist_ok=True)
+    return page, watch
+
+
+async def shot(page: Any, watch: Watch, name: str) -> None:
+    path = ARTIFACTS / name
+    await page.screenshot(path=str(path))
+    watch.shots.append(path)
+
+
+async def finish(page: Any, watch: Watch) -> None:
+    watch.csp += await page.evaluate("window.__cspViolations")
+    await page.context.close()
+    watch.check()
+
+
+async def log_in(page: Any, watch: Watch, jid: str, password: str, folder: str) -> None:
+    await page.goto(watch.origin + "/")
+    await page.wait_for_selector("#converse-login-jid")
+    await shot(page, watch, f"{folder}/01-login.png")
+    # The default domain (the server's first) completes a bare user name.
+    await page.fill("#converse-login-jid", jid.removesuffix("@localhost"))
+    await page.fill("#converse-login-password", password)
+    await page.click("#converse-login button[type=submit]")
+    await page.wait_for_selector("converse-roster")
+    await page.locator("converse-user-profile, .controlbox").get_by_text(jid).first.wait_for()
+
+
+@needs_browser
+async def test_alice_in_the_browser_chats_with_bob(server: LiveServer, browser: Any) -> None:
+    alice, alice_pw = await server.make_user("alice")
+    bob_jid, bob_pw = await server.make_user("bob")
+    from playwright.async_api import expect
+
+    bob = await connect_slixmpp(server, bob_jid, bob_pw)  # accepts subscription requests
+    page, watch = await open_page(browser, server, "chat")
+    try:
+        await log_in(page, watch, alice, alice_pw, "chat")
+        await shot(page, watch, "chat/02-logged-in.png")
+
+        # Add bob through the contacts menu, as a person would.
+        await page.click(".dropdown--contacts button.dropdown-toggle")
+        await page.click("a.add-contact")
+        modal = page.locator("converse-add-contact-modal")
+        await modal.locator("input[name=jid]").fill(bob_jid)
+        await modal.locator("input[name=name]").fill("Bob")
+        # (wait_for_function would evaluate a string in the page, which its CSP forbids)
+        await expect(modal).to_have_css("opacity", "1")  # faded in
+        await shot(page, watch, "chat/03-add-contact.png")
+        await modal.locator("button[type=submit]").click()
+        contact = page.locator("converse-roster").get_by_text("Bob", exact=True)
+        await contact.wait_for()
+        await contact.click()
+
+        text = "Hello Bob, this is Alice in a browser"
+        textarea = page.locator("converse-chat textarea.chat-textarea")
+        await textarea.fill(text)
+        await textarea.press("Enter")
+        while True:
+            msg = await bob.next_message(timeout=STEP / 1000)
+            if msg["body"]:
+                break
+        assert msg["body"] == text
+        assert msg["from"].bare == alice
+        assert msg["type"] == "chat"
+        await shot(page, watch, "chat/04-sent.png")
+
+        reply = "Hi Alice, bob here on slixmpp"
+        bob.send_message(mto=msg["from"], mbody=reply, mtype="chat")
+        await page.locator("converse-chat .chat-msg__text").get_by_text(reply).wait_for()
+        await shot(page, watch, "chat/05-reply.png")
+    finally:
+        await disconnect(bob)
+        await finish(page, watch)
+
+
+@needs_browser
+async def test_converse_falls_back_to_bosh_without_websocket(
+    server: LiveServer, browser: Any
+) -> None:
+    alice, alice_pw = await server.make_user("alice")
+    page, watch = await open_page(browser, server, "bosh")
+    # The page names a WebSocket endpoint nothing answers at (as behind a proxy that
+    # passes no upgrades): the page's script finds that out and Converse logs in over BOSH.
+    ours = f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"
+    dead = f"ws://127.0.0.1:{free_port()}/xmpp-websocket"
+
+    async def dead_websocket(route: Any) -> None:
+        resp = await route.fetch()
+        headers = dict(resp.headers)
+        headers["content-security-policy"] = headers["content-security-policy"].replace(ours, dead)
+        body = (await resp.text()).replace(ours, dead)
+        assert dead in body
+        await route.fulfill(response=resp, body=body, headers=headers)
+
+    await page.route(watch.origin + "/", dead_websocket)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    bosh: list[str] = []
+    page.on("request", lambda r: bosh.append(r.url) if r.url.endswith("/http-bind") else None)
+    try:
+        await log_in(page, watch, alice, alice_pw, "bosh")
+        await shot(page, watch, "bosh/02-logged-in.png")
+        assert bosh, "no BOSH request"
+        assert sockets == [dead]  # tried once, then never again
+    finally:
+        await finish(page, watch)
