@@ -168,6 +168,14 @@ async def test_large_assets_go_gzipped_to_clients_that_accept_it(server: LiveSer
             assert len(await resp.read()) == plain_size
 
 
+async def test_head_requests_are_answered(server: LiveServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in ("/", f"{ASSETS}/converse.min.css"):
+            async with http.head(base(server) + path) as resp:
+                assert resp.status == 200, path
+                assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
 async def test_only_listed_assets_are_served(server: LiveServer) -> None:
     async with aiohttp.ClientSession() as http:
         for path in (

@@ -173,5 +173,6 @@ def install(service: HTTPService) -> None:
         # sibling (converse.min.js.gz) to clients that accept it.
         return web.FileResponse(path, headers={**IMMUTABLE, "Content-Type": ctype})
 
-    service.add_route("GET", "/", index)
-    service.add_route("GET", PREFIX + "{path:.+}", asset)
+    for method in ("GET", "HEAD"):
+        service.add_route(method, "/", index)
+        service.add_route(method, PREFIX + "{path:.+}", asset)
