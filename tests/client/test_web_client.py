@@ -123,6 +123,13 @@ async def test_page_behind_a_tls_proxy_names_secure_endpoints(server: LiveServer
     assert "wss://chat.example.org/xmpp-websocket" in csp
 
 
+async def test_a_host_that_would_add_csp_directives_is_refused(server: LiveServer) -> None:
+    headers = {"Host": "evil.example; script-src *"}
+    async with aiohttp.ClientSession() as http, http.get(base(server), headers=headers) as resp:
+        assert resp.status == 400
+        assert "Content-Security-Policy" not in resp.headers
+
+
 @pytest.mark.parametrize(
     ("path", "content_type"),
     [

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,9 +47,13 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".svg": "image/svg+xml",
     ".ico": "image/vnd.microsoft.icon",
-    "LICENSE": "text/plain; charset=utf-8",  # the MPL-2.0 text, served with the code
+    # Served with the code: the MPL-2.0 text, and the credit for the notification sound.
+    "LICENSE": "text/plain; charset=utf-8",
+    "README": "text/plain; charset=utf-8",
 }
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+# What an endpoint URL built from a request's Host may hold: it goes into a CSP header.
+PLAIN_URL = re.compile(r"[A-Za-z0-9:/._\[\]-]+")
 IMMUTABLE = {**NOSNIFF, "Cache-Control": "public, max-age=31536000, immutable"}
 
 
@@ -120,6 +125,10 @@ def csp(ws_url: str, bosh_url: str) -> str:
 def page(service: HTTPService, request: web.Request, files: dict[str, str]) -> web.Response:
     assets_path = PREFIX + files["converse"]
     conf = settings(service, request, assets_path)
+    ws_url, bosh_url = str(conf["websocket_url"]), str(conf["bosh_service_url"])
+    if not (PLAIN_URL.fullmatch(ws_url) and PLAIN_URL.fullmatch(bosh_url)):
+        # A Host header with spaces or semicolons would add directives to the CSP.
+        raise web.HTTPBadRequest(text="bad Host header", headers=NOSNIFF)
     # JSON inside <script>: "<" escaped so that no "</script>" can end the element early.
     data = json.dumps(conf, separators=(",", ":")).replace("<", "\\u003c")
     title = html.escape(f"Chat — {service.server.config.server.domains[0]}")
@@ -140,7 +149,7 @@ def page(service: HTTPService, request: web.Request, files: dict[str, str]) -> w
 </body>
 </html>
 """
-    policy = csp(str(conf["websocket_url"]), str(conf["bosh_service_url"]))
+    policy = csp(ws_url, bosh_url)
     headers = {
         **NOSNIFF,
         "Cache-Control": "no-cache",
