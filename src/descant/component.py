@@ -134,6 +134,7 @@ class ComponentSession(StreamConnection):
             if el.get("type") != "error":
                 self.send(_error_to(el, StanzaError("jid-malformed", "missing or invalid to")))
             return
+        self.server.metrics.received("component", el.tag)
         await self.server.router.process(el)
 
 
@@ -201,5 +202,6 @@ class ComponentService:
         if session is None or session.closing:
             await self.server.router.bounce(stanza, StanzaError("service-unavailable"))
         else:
+            self.server.metrics.sent("component", stanza.tag)
             session.send(stanza)
         return True

@@ -100,6 +100,10 @@ class HTTPConfig:
     bosh_inactivity: float = 60.0
     # Converse.js, the bundled browser client, at / (docs/web.md).
     web_client: bool = True
+    # Prometheus metrics at /metrics (docs/metrics.md), readable from the addresses or
+    # networks in metrics_allow; empty: loopback and the trusted proxies' own requests.
+    metrics: bool = True
+    metrics_allow: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -420,11 +424,12 @@ def _validate(cfg: Config) -> None:
                     parse_listen(addr)
                 except ValueError as exc:
                     raise ConfigError(f"{section}.{key}[{i}]: {exc}") from None
-    for i, proxy in enumerate(cfg.http.trusted_proxies):
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ConfigError(f"http.trusted_proxies[{i}]: {proxy!r} is not an address") from None
+    for key in ("trusted_proxies", "metrics_allow"):
+        for i, proxy in enumerate(getattr(cfg.http, key)):
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"http.{key}[{i}]: {proxy!r} is not an address") from None
     url = cfg.http.external_url
     if url and not url.startswith(("http://", "https://")):
         raise ConfigError(f"http.external_url: {url!r} must start with http:// or https://")

@@ -16,6 +16,7 @@ from descant.config import Config, parse_listen
 from descant.events import EventBus
 from descant.host import Host
 from descant.http.server import HTTPService
+from descant.metrics import Metrics
 from descant.net import tls
 from descant.net.certs import CertStore
 from descant.routing.router import Router
@@ -32,7 +33,11 @@ AUTH_FAILURE_ADDRESSES = 10_000
 class Server:
     def __init__(self, config: Config, storage: Storage | None = None) -> None:
         self.config = config
-        self.storage: Storage = storage or open_storage(config.storage.url, config.server.data_dir)
+        # First: the router, the managers and storage keep references to its counters.
+        self.metrics = Metrics(self)
+        self.storage: Storage = storage or open_storage(
+            config.storage.url, config.server.data_dir, self.metrics.storage_observer
+        )
         self.events = EventBus()
         self.router = Router(self)
         self.hosts: dict[str, Host] = {}

@@ -1,5 +1,5 @@
-"""The HTTP listener (aiohttp): WebSocket, BOSH, host-meta, the web client, and routes
-modules add.
+"""The HTTP listener (aiohttp): WebSocket, BOSH, host-meta, the web client, metrics and
+health, and routes modules add.
 
 ``server.http`` serves ``[http] listen`` (plain) and ``[http] tls_listen``
 (HTTPS with the server's certificate). Who is on the other end of a request
@@ -30,6 +30,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 if TYPE_CHECKING:
+    from descant.http.metrics import MetricsEndpoints
     from descant.server import Server
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,14 @@ class HTTPService:
         self._runner: web.AppRunner | None = None
         self._listeners: list[asyncio.Server] = []
         self._tls_sockets: set[tuple[str, int]] = set()
+        self._metrics: MetricsEndpoints | None = None
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
         """Serve ``path`` (before :meth:`start`): how modules add HTTP endpoints."""
         self.app.router.add_route(method, path, handler)
 
     async def start(self) -> None:
-        from descant.http import bosh, hostmeta, webclient, websocket
+        from descant.http import bosh, hostmeta, metrics, webclient, websocket
 
         cfg = self.server.config.http
         if not (cfg.listen or cfg.tls_listen):
@@ -90,6 +92,7 @@ class HTTPService:
         bosh.install(self)
         hostmeta.install(self)
         webclient.install(self)
+        self._metrics = metrics.install(self)  # /metrics (unless off) and /health
         # No access log: it would name every client and every request at INFO.
         self._runner = runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -108,6 +111,8 @@ class HTTPService:
     async def stop(self) -> None:
         for srv in self._listeners:
             srv.close()
+        if self._metrics is not None:
+            await self._metrics.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

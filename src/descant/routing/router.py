@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING
 
 from descant.errors import StanzaError
 from descant.jid import JID, InvalidJID, parse
+from descant.metrics import SAMPLE_EVERY
 from descant.stanza import drop_qualified_attributes, error_reply, payload_key
 
 if TYPE_CHECKING:
@@ -48,6 +50,11 @@ class StanzaEvent:
 class Router:
     def __init__(self, server: Server) -> None:
         self.server = server
+        # Routing latency for one stanza in SAMPLE_EVERY (metrics.py: timing each would
+        # cost about 1 µs of a chat message's ~20); None when metrics are off.
+        metrics = server.metrics
+        self._latency = metrics.routing if metrics.enabled else None
+        self._countdown = SAMPLE_EVERY
 
     async def route(self, stanza: ET.Element, origin: Session | None = None) -> None:
         """Deliver a stanza whose ``from`` is already trustworthy."""
@@ -94,6 +101,14 @@ class Router:
         logged), not the stream it came on. Qualified attributes (``x:from``) are
         dropped here, at the one entry of client, server and component stanzas."""
         drop_qualified_attributes(stanza)
+        t0 = 0.0
+        if self._latency is not None:
+            countdown = self._countdown - 1
+            if countdown:
+                self._countdown = countdown
+            else:
+                self._countdown = SAMPLE_EVERY
+                t0 = perf_counter()
         try:
             await self.route(stanza, origin)
         except Exception:
@@ -102,6 +117,8 @@ class Router:
                 await self.bounce(stanza, StanzaError("internal-server-error"))
             except Exception:
                 log.exception("answering a failed stanza failed too")
+        if t0 and self._latency is not None:
+            self._latency.observe(perf_counter() - t0)
 
     async def _route_iq(self, event: StanzaEvent) -> None:
         stanza = event.stanza

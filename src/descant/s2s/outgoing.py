@@ -79,6 +79,7 @@ class OutgoingSession:
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     def send(self, stanza: ET.Element) -> None:
+        self.manager.server.metrics.sent("s2s", stanza.tag)
         if self.state is OutState.READY and self.conn is not None and not self.conn.closing:
             self.conn.send(stanza)
             self.conn.last_active = time.monotonic()

@@ -264,4 +264,5 @@ class IncomingSession(S2SStream):
                 await self.server.router.bounce(el, err)
             return
         self.last_active = time.monotonic()
+        self.server.metrics.received("s2s", el.tag)
         await self.server.router.process(el)

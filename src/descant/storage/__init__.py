@@ -17,6 +17,8 @@ only for the backend chosen.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from descant.storage.api import (
     SUBSCRIPTIONS,
@@ -50,6 +52,9 @@ __all__ = [
     "sqlite_path",
 ]
 
+if TYPE_CHECKING:
+    from descant.storage.sql import Database
+
 SQLITE_DEFAULT_FILE = "descant.db"
 
 
@@ -64,8 +69,15 @@ def sqlite_path(url: str, data_dir: str) -> str:
     return url[len("sqlite:///") :]
 
 
-def open_storage(url: str, data_dir: str) -> Storage:
-    """A ``Storage`` for ``url``, not yet opened; ValueError for an unknown kind of URL."""
+def open_storage(
+    url: str,
+    data_dir: str,
+    observe: Callable[[str], Callable[[str, float], None] | None] | None = None,
+) -> Storage:
+    """A ``Storage`` for ``url``, not yet opened; ValueError for an unknown kind of URL.
+
+    ``observe``: given "main" or "archive", what receives each call's (operation,
+    seconds) on that database (metrics; storage/timed.py), or None for no timing."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "memory":
         from descant.storage.memory import MemoryStorage
@@ -75,14 +87,27 @@ def open_storage(url: str, data_dir: str) -> Storage:
         from descant.storage.sql import SqlStorage
         from descant.storage.sqlite import SqliteDatabase
 
-        return SqlStorage(SqliteDatabase(sqlite_path(url, data_dir)))
+        return SqlStorage(_timed(SqliteDatabase(sqlite_path(url, data_dir)), observe))
     if scheme in ("postgresql", "postgres"):
         from descant.storage.postgres import PostgresDatabase
         from descant.storage.sql import SqlStorage
 
-        return SqlStorage(PostgresDatabase(url))
+        return SqlStorage(_timed(PostgresDatabase(url), observe))
     # The URL itself is not echoed: a PostgreSQL one may carry a password.
     raise ValueError(
         f"unknown storage URL scheme {scheme!r}: use memory://, sqlite:///path/to/file.db "
         "or postgresql://user@host/dbname"
     )
+
+
+def _timed(
+    db: Database, observe: Callable[[str], Callable[[str, float], None] | None] | None
+) -> Database:
+    if observe is None:
+        return db
+    main, archive = observe("main"), observe("archive")
+    if main is None or archive is None:
+        return db
+    from descant.storage.timed import TimedDatabase
+
+    return TimedDatabase(db, main, archive)

@@ -516,3 +516,6 @@ class Storage(Protocol):
         """Connect and apply pending migrations."""
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """A trivial query (``/health``): returns when the storage answers, raises if not."""

@@ -527,3 +527,6 @@ class MemoryStorage:
 
     async def close(self) -> None:
         """Nothing to release; the data stays until the object is dropped."""
+
+    async def ping(self) -> None:
+        """Always answers: the data is in this process."""

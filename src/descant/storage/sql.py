@@ -907,6 +907,9 @@ class SqlStorage:
             await self.db.close()
             raise
 
+    async def ping(self) -> None:
+        await self.db.fetchone("SELECT 1")
+
     async def close(self) -> None:
         try:
             if self.mam_db is not self.db:
