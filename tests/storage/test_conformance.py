@@ -51,6 +51,11 @@ H = "example.org"
 StorageFactory = Callable[[str], Awaitable[Storage]]
 
 
+async def test_ping_answers(storage: Storage) -> None:
+    """/health's trivial query: returns while the storage is open."""
+    await storage.ping()
+
+
 # Accounts
 
 
