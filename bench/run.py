@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,7 @@ SCENARIOS = (
     "chat",
     "chat-ws",
     "chat-sm",
+    "chat-metrics",
     "presence",
     "presence-csi",
     "pep",
@@ -69,6 +71,8 @@ METRICS = [
     ("chat-sm", "cpu_us_per_msg", "µs CPU per delivered message, stream management", "lower"),
     ("chat-sm", "ratio_to_plain", "CPU per message, SM / without SM (same process)", "lower"),
     ("chat-sm", "ratio_to_chat_saturation", "CPU per message, SM / chat-saturation", "lower"),
+    ("chat-metrics", "cpu_us_per_msg", "µs CPU per delivered message, metrics on", "lower"),
+    ("chat-metrics", "ratio_median", "CPU per message, metrics on / off (median pair)", "lower"),
     ("presence", "delivered_per_s", "delivered presences/s", "higher"),
     ("presence", "cpu_us_per_presence", "µs CPU per delivered presence", "lower"),
     ("presence", "cpu_us_per_change", "µs CPU per presence change", "lower"),
@@ -194,6 +198,59 @@ def run_server(
             res["ratio_to_chat_saturation"] = res["cpu_us_per_msg"] / plain["cpu_us_per_msg"]
         return [res]
 
+    def chat_metrics() -> None:
+        """Metrics off, then on, in fresh processes, METRICS_ROUNDS times: the two
+        modes cannot alternate inside one process (the setting is read at start), so
+        each pair is compared on its own, minutes apart at most, and the median
+        pair's ratio reported beside the ratio of the totals."""
+        set_metrics = getattr(srv, "set_metrics", None)
+        if set_metrics is None:
+            emit({"scenario": "chat-metrics", "skipped": f"{srv.name}: no metrics switch"})
+            return
+        configured = srv.metrics  # type: ignore[attr-defined]
+        phases: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        try:
+            for _ in range(scenarios.METRICS_ROUNDS):
+                pair = []
+                for on in (False, True):
+                    set_metrics(on)
+                    got: list[dict[str, Any]] = []
+                    fresh(
+                        lambda pool, on=on, got=got: got.append(  # type: ignore[misc]
+                            scenarios.chat_metrics_phase(
+                                srv, pool, args.pairs, args.duration, 16, on
+                            )
+                        )
+                    )
+                    pair.append(got[0])
+                phases.append((pair[0], pair[1]))
+        except RuntimeError as exc:
+            emit({"scenario": "chat-metrics", "skipped": f"failed: {exc}"[:300]})
+            return
+        finally:
+            set_metrics(configured)
+        ratios = sorted(on["cpu_us_per_msg"] / off["cpu_us_per_msg"] for off, on in phases)
+        off_total = {k: sum(p[0][k] for p in phases) for k in ("cpu_s", "delivered")}
+        on_total = {k: sum(p[1][k] for p in phases) for k in ("cpu_s", "delivered")}
+        cpu_off = off_total["cpu_s"] * 1e6 / off_total["delivered"]
+        cpu_on = on_total["cpu_s"] * 1e6 / on_total["delivered"]
+        emit(
+            {
+                "scenario": "chat-metrics",
+                "pairs": args.pairs,
+                "cpu_us_per_msg": cpu_on,
+                "cpu_us_per_msg_off": cpu_off,
+                "msgs_per_s": sum(p[1]["msgs_per_s"] for p in phases) / len(phases),
+                "msgs_per_s_off": sum(p[0]["msgs_per_s"] for p in phases) / len(phases),
+                "ratio_median": ratios[len(ratios) // 2],
+                "ratio_total": cpu_on / cpu_off,
+                "ratios": [round(r, 3) for r in ratios],
+                "scrapes": sum(p[1]["scrapes"] for p in phases),
+                "scrape_bytes": phases[-1][1]["scrape_bytes"],
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+
     def archiving(
         name: str,
         setup: Callable[[], Any],
@@ -256,6 +313,8 @@ def run_server(
         )
     if "chat-sm" not in args.skip:
         fresh(guarded("chat-sm", chat_sm))
+    if "chat-metrics" not in args.skip:
+        chat_metrics()
     if "presence" not in args.skip:
         fresh(lambda pool: emit(scenarios.presence(srv, pool, args.cliques, args.duration)))
     if "presence-csi" not in args.skip:
@@ -370,6 +429,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="scenarios to skip: " + ",".join(SCENARIOS))
     ap.add_argument("--only", default="", help="scenarios to run, none other (e.g. --only chat-ws)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to try the rig")
+    ap.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="on",
+        help="Descant's [http] metrics in every scenario but chat-metrics (default: on, "
+        "as shipped)",
+    )
     ap.add_argument("--out", default=None, help="results file (default results/DATE.md)")
     args = ap.parse_args(argv)
     nofile = raise_nofile()
@@ -415,7 +481,11 @@ def main(argv: list[str] | None = None) -> int:
 
         cert = tls.ensure_certificate([DOMAIN], str(work / "certs"), "", "")
         for name in args.servers.split(","):
-            srv: Server = Descant(work, archive=False) if name == "descant" else Prosody(work, cert)
+            srv: Server = (
+                Descant(work, archive=False, metrics=args.metrics == "on")
+                if name == "descant"
+                else Prosody(work, cert)
+            )
             modules[srv.name] = srv.modules()
             all_results[srv.name] = run_server(srv, args, (users, rosters))
     lines = table(all_results, args)

@@ -6,7 +6,9 @@ unit delivered; the load generator's own CPU is reported beside it.
 
 from __future__ import annotations
 
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -368,6 +370,63 @@ def chat_mam(
         # (worker.cmd_chat_saturate, 10 s) ended with messages still on their way.
         "sent_on_total": int(everything[1]["sent"] + everything[1]["primed"]),
     }
+
+
+METRICS_ROUNDS = 3  # chat-metrics: server processes with metrics off, then on, in turn
+SCRAPE_INTERVAL = 1.0  # chat-metrics: /metrics read this often (Prometheus: 15-60 s)
+
+
+class Scraper:
+    """Reads ``/metrics`` every SCRAPE_INTERVAL seconds in a thread of the runner
+    until stopped, as a (very eager) Prometheus would; each scrape's body is read
+    whole, so the server renders every figure."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.scrapes = 0
+        self.failures = 0
+        self.bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SCRAPE_INTERVAL):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    self.bytes += len(resp.read())
+                self.scrapes += 1
+            except OSError:
+                self.failures += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def chat_metrics_phase(
+    server: Server, pool: Pool, pairs_n: int, duration: float, window: int, scrape: bool
+) -> dict[str, Any]:
+    """One process's share of ``chat-metrics``: the saturation phase of ``chat`` after
+    a 1 s warm-up; with ``scrape``, /metrics is read every second meanwhile (run.py
+    alternates processes with metrics off and on, and compares)."""
+    parts, users = _pair_parts(pool, pairs_n)
+    _login(pool, users, "plain")
+    _quiet(pool)
+    _saturate(server, pool, parts, min(duration, 1.0), window)
+    scraper = Scraper(server.http_port) if scrape else None
+    try:
+        res = _saturate(server, pool, parts, duration, window)
+    finally:
+        if scraper is not None:
+            scraper.stop()
+    pool.all("close")
+    if scraper is not None:
+        if scraper.failures or not scraper.scrapes:
+            raise RuntimeError(f"/metrics: {scraper.failures} failed scrapes")
+        res["scrapes"] = scraper.scrapes
+        res["scrape_bytes"] = scraper.bytes // scraper.scrapes
+    return res
 
 
 MAM_PAGE = 50  # mam-query: messages per page (RSM <max/>)

@@ -183,10 +183,14 @@ ARCHIVE_BODY = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do 
 class Descant(Server):
     name = "Descant"
 
-    def __init__(self, workdir: Path, muc: bool = False, archive: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, muc: bool = False, archive: bool = True, metrics: bool = True
+    ) -> None:
         """``archive``: the message archive on (Descant's default) or off (bench/run.py
-        turns it off, and on for the archive scenarios only)."""
+        turns it off, and on for the archive scenarios only); ``metrics``: /metrics and
+        the counting behind it (``[http] metrics``, on by default)."""
         super().__init__(workdir)
+        self.metrics = metrics
         self.config = self.dir / "descant.toml"
         self.db = self.dir / "descant.db"
         self.archive = archive
@@ -207,6 +211,7 @@ listen = []
 
 [http]
 listen = ["127.0.0.1:{self.http_port}"]
+{self._metrics_line(metrics)}
 
 [storage]
 url = "sqlite:///{self.db}"
@@ -220,6 +225,21 @@ c2s_rate = 1099511627776
 level = "warning"
 """
         )
+
+    @staticmethod
+    def _metrics_line(on: bool) -> str:
+        return f"metrics = {'true' if on else 'false'}"
+
+    def set_metrics(self, on: bool) -> None:
+        """Turn ``[http] metrics`` on or off for the next process (chat-metrics)."""
+        if on == self.metrics:
+            return
+        text = self.config.read_text()
+        old = self._metrics_line(self.metrics)
+        if old not in text:
+            raise RuntimeError(f"{self.config} no longer has {old!r}")
+        self.config.write_text(text.replace(old, self._metrics_line(on), 1))
+        self.metrics = on
 
     def archive_config(self, archive: bool) -> list[str]:
         # Prosody's configuration has no archive outside the archive scenarios, so
