@@ -199,10 +199,12 @@ def run_server(
         return [res]
 
     def chat_metrics() -> None:
-        """Metrics off, then on, in fresh processes, METRICS_ROUNDS times: the two
-        modes cannot alternate inside one process (the setting is read at start), so
-        each pair is compared on its own, minutes apart at most, and the median
-        pair's ratio reported beside the ratio of the totals."""
+        """Metrics off and on in fresh processes, METRICS_ROUNDS pairs: the two modes
+        cannot alternate inside one process (the setting is read at start), so each
+        pair is compared on its own, a minute apart at most, and the median pair's
+        ratio reported beside the ratio of the totals. Pairs go off-on, on-off, …
+        (ABBA), so a machine getting busier or quieter over the run does not favour
+        the mode that always runs second."""
         set_metrics = getattr(srv, "set_metrics", None)
         if set_metrics is None:
             emit({"scenario": "chat-metrics", "skipped": f"{srv.name}: no metrics switch"})
@@ -210,9 +212,9 @@ def run_server(
         configured = srv.metrics  # type: ignore[attr-defined]
         phases: list[tuple[dict[str, Any], dict[str, Any]]] = []
         try:
-            for _ in range(scenarios.METRICS_ROUNDS):
-                pair = []
-                for on in (False, True):
+            for i in range(scenarios.METRICS_ROUNDS):
+                pair: list[dict[str, Any]] = [{}, {}]
+                for on in (False, True) if i % 2 == 0 else (True, False):
                     set_metrics(on)
                     got: list[dict[str, Any]] = []
                     fresh(
@@ -222,7 +224,7 @@ def run_server(
                             )
                         )
                     )
-                    pair.append(got[0])
+                    pair[on] = got[0]
                 phases.append((pair[0], pair[1]))
         except RuntimeError as exc:
             emit({"scenario": "chat-metrics", "skipped": f"failed: {exc}"[:300]})

@@ -372,7 +372,7 @@ def chat_mam(
     }
 
 
-METRICS_ROUNDS = 3  # chat-metrics: server processes with metrics off, then on, in turn
+METRICS_ROUNDS = 4  # chat-metrics: pairs of server processes, metrics off and on (ABBA)
 SCRAPE_INTERVAL = 1.0  # chat-metrics: /metrics read this often (Prometheus: 15-60 s)
 
 
