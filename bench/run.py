@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -244,7 +245,7 @@ def run_server(
                 "cpu_us_per_msg_off": cpu_off,
                 "msgs_per_s": sum(p[1]["msgs_per_s"] for p in phases) / len(phases),
                 "msgs_per_s_off": sum(p[0]["msgs_per_s"] for p in phases) / len(phases),
-                "ratio_median": ratios[len(ratios) // 2],
+                "ratio_median": statistics.median(ratios),
                 "ratio_total": cpu_on / cpu_off,
                 "ratios": [round(r, 3) for r in ratios],
                 "scrapes": sum(p[1]["scrapes"] for p in phases),
