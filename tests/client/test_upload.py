@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,10 @@ async def test_upload_a_picture_and_download_it_byte_for_byte(srv: LiveServer) -
             assert resp.status == 200
             assert resp.headers["Content-Length"] == str(len(picture))
             assert await resp.read() == b""
+        async with http.get(f"http://127.0.0.1:{srv.http_port}/metrics") as resp:
+            metrics = await resp.text()
+    assert re.search(r"^descant_uploads_total [1-9]", metrics, re.M), metrics[-2000:]
+    assert re.search(r"^descant_upload_bytes_total (\d+)", metrics, re.M)
     files = list((srv.data_dir / "uploads").iterdir())
     assert sum(f.is_file() and f.read_bytes() == picture for f in files) == 1
 

@@ -240,4 +240,6 @@ class UploadHTTP:
             await self.files.remove([up.id])
             return _error(410, "slot expired")
         log.info("upload %s: %d bytes stored for %s@%s", up.id, up.size, up.username, up.host)
+        self.server.metrics.count("uploads")
+        self.server.metrics.count("upload_bytes", up.size)
         return web.Response(status=201, headers=CORS)
