@@ -64,7 +64,9 @@ async def test_upload_a_picture_and_download_it_byte_for_byte(srv: LiveServer) -
             assert h["Content-Type"] == "image/png"
             assert h["Content-Length"] == str(len(picture))
             assert h["X-Content-Type-Options"] == "nosniff"
-            assert h["Content-Security-Policy"].startswith("default-src 'none'")
+            assert h["Content-Security-Policy"] == (
+                "default-src 'none'; frame-ancestors 'none'; sandbox"
+            )
             assert h["Access-Control-Allow-Origin"] == "*"
             assert h["Content-Disposition"].startswith("inline;")
         async with http.head(url) as resp:
@@ -105,6 +107,28 @@ async def test_what_a_browser_could_run_is_an_attachment(
         assert resp.headers["Content-Type"] == ctype
         assert resp.headers["Content-Disposition"].startswith("attachment;")
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_an_upload_is_never_loaded_as_a_script_or_style_sheet(srv: LiveServer) -> None:
+    # Uploads share the web client's origin, whose CSP allows scripts from it: a page
+    # there must not be able to run an uploaded .js (browsers say why they fetch).
+    alice = await uploader(srv)
+    try:
+        body = b"alert(document.domain)"
+        url = await alice.plugin["xep_0363"].upload_file(
+            "evil.js", content_type="text/javascript", input_file=io.BytesIO(body), timeout=15
+        )
+    finally:
+        await disconnect(alice)
+    async with aiohttp.ClientSession() as http:
+        for dest in ("script", "worker", "serviceworker", "style"):
+            async with http.get(url, headers={"Sec-Fetch-Dest": dest}) as resp:
+                assert resp.status == 403, dest
+                assert await resp.read() != body
+        for dest in ("document", "empty"):  # opened in a tab (a download), fetch()
+            async with http.get(url, headers={"Sec-Fetch-Dest": dest}) as resp:
+                assert resp.status == 200, dest
+                assert await resp.read() == body
 
 
 async def test_cors_preflight_allows_a_web_client_to_put(srv: LiveServer) -> None:

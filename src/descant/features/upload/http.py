@@ -11,8 +11,11 @@ Routes on the HTTP listener (``server.http``), for every upload service at once
   threads, never held whole in memory, and renamed into place when complete.
 - ``GET``/``HEAD /upload/<id>/<name>``: the file, with its stored content type,
   ``X-Content-Type-Options: nosniff``, ``Content-Security-Policy: default-src
-  'none'`` and ``Content-Disposition: attachment`` for every type not on a
-  short list of types browsers only display (:data:`INLINE_TYPES`).
+  'none'; sandbox`` and ``Content-Disposition: attachment`` for every type not
+  on a short list of types browsers only display (:data:`INLINE_TYPES`). A
+  browser's request for it as a script, worker or style sheet
+  (``Sec-Fetch-Dest``) is refused: uploads may share the web client's origin,
+  whose CSP allows scripts from that origin.
 - ``OPTIONS`` on both: the CORS preflight of web clients.
 
 Answers: 404 for an unknown slot or file (or a name that is not the slot's),
@@ -66,6 +69,20 @@ CONTENT_TYPE = re.compile(
     re.IGNORECASE,
 )
 FALLBACK_TYPE = "application/octet-stream"
+# What browsers fetch to run or apply (Sec-Fetch-Dest): never an uploaded file. The web
+# client on this origin allows scripts and styles from it; an uploaded .js must not be one.
+ACTIVE_DESTINATIONS = frozenset(
+    {
+        "script",
+        "worker",
+        "sharedworker",
+        "serviceworker",
+        "audioworklet",
+        "paintworklet",
+        "style",
+        "xslt",
+    }
+)
 
 CORS = {"Access-Control-Allow-Origin": "*"}
 PREFLIGHT = {
@@ -76,7 +93,8 @@ PREFLIGHT = {
 }
 SECURITY = {
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    # sandbox: a file opened in a tab runs in an origin of its own, not this one.
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
     "Referrer-Policy": "no-referrer",
 }
 
@@ -132,6 +150,8 @@ class UploadHTTP:
             return web.Response(status=204, headers=PREFLIGHT)
         if request.method not in ("GET", "HEAD"):
             return _error(405, "method not allowed")
+        if request.headers.get("Sec-Fetch-Dest", "").lower() in ACTIVE_DESTINATIONS:
+            return _error(403, "uploaded files are not scripts or style sheets")
         up = await self._find(request)
         if up is None or not up.stored:
             return _error(404, "not found")
