@@ -11,11 +11,12 @@ Playwright's Python package; ``make browser`` installs it, and these tests skip
 with the reason without it): alice logs in through Converse's form, adds bob (a
 slixmpp client) as a contact, sends him a message he receives, and sees his
 reply; then, with the WebSocket endpoint unreachable, Converse falls back to BOSH.
-Every page load must violate no CSP rule and fetch nothing from another origin.
+As after ``make run`` (slot URLs on http://127.0.0.1:<port>/upload, the page opened at
+http://localhost:<port>/), alice shares a PNG through Converse's file upload (XEP-0363):
+bob gets its URL and downloads the same bytes, and the picture shows in alice's page.
+Every page load must violate no CSP rule and fetch nothing from another origin than
+the page's and the upload service's.
 Screenshots of each step go to build/test-artifacts/web-client/.
-
-Uploading an image through the page (XEP-0363) is not tested here: the server has
-no HTTP upload service yet.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,9 +107,12 @@ async def test_page_is_preconfigured_for_this_server(server: LiveServer) -> None
     csp = {name: value for name, _, value in (d.partition(" ") for d in policy)}
     assert csp["default-src"] == "'self'"
     assert csp["script-src"] == "'self' 'wasm-unsafe-eval'"  # no inline scripts, no eval
+    # The upload service's slot URLs are on the first HTTPS listener here (docs/upload.md).
+    uploads = f"https://127.0.0.1:{server.https_port}"
     assert csp["connect-src"] == (
-        f"'self' ws://127.0.0.1:{port}/xmpp-websocket http://127.0.0.1:{port}/http-bind"
+        f"'self' ws://127.0.0.1:{port}/xmpp-websocket http://127.0.0.1:{port}/http-bind {uploads}"
     )
+    assert csp["img-src"] == f"'self' data: blob: https: {uploads}"
     assert csp["frame-ancestors"] == "'none'"
     assert csp["object-src"] == "'none'"
 
@@ -218,6 +224,7 @@ class Watch:
     to any origin but the server's."""
 
     origin: str
+    also: tuple[str, ...] = ()  # other origins the page may reach (the upload service)
     csp: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
@@ -252,12 +259,14 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def open_page(browser: Any, server: LiveServer, name: str) -> tuple[Any, Watch]:
+async def open_page(
+    browser: Any, server: LiveServer, name: str, origin: str = "", also: tuple[str, ...] = ()
+) -> tuple[Any, Watch]:
     context = await browser.new_context(viewport={"width": 1100, "height": 640}, locale="en-US")
     context.set_default_timeout(STEP)
     await context.add_init_script(REPORT_CSP)
     page = await context.new_page()
-    watch = Watch(base(server))
+    watch = Watch(origin or base(server), also)
     page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
 
     def console(msg: Any) -> None:
@@ -265,7 +274,8 @@ async def open_page(browser: Any, server: LiveServer, name: str) -> tuple[Any, W
             watch.csp.append(msg.text)
 
     def request(req: Any) -> None:
-        if not req.url.startswith(watch.origin + "/") and not req.url.startswith("data:"):
+        allowed = (watch.origin + "/", *(o + "/" for o in watch.also), "data:", "blob:")
+        if not req.url.startswith(allowed):
             watch.foreign.append(req.url)
 
     page.on("console", console)
@@ -298,31 +308,34 @@ async def log_in(page: Any, watch: Watch, jid: str, password: str, folder: str) 
     await page.locator("converse-user-profile, .controlbox").get_by_text(jid).first.wait_for()
 
 
+async def open_chat_with(page: Any, watch: Watch, jid: str, name: str, screenshot: str) -> None:
+    """Add a contact through the contacts menu, as a person would, and open the chat."""
+    from playwright.async_api import expect
+
+    await page.click(".dropdown--contacts button.dropdown-toggle")
+    await page.click("a.add-contact")
+    modal = page.locator("converse-add-contact-modal")
+    await modal.locator("input[name=jid]").fill(jid)
+    await modal.locator("input[name=name]").fill(name)
+    # (wait_for_function would evaluate a string in the page, which its CSP forbids)
+    await expect(modal).to_have_css("opacity", "1")  # faded in
+    await shot(page, watch, screenshot)
+    await modal.locator("button[type=submit]").click()
+    contact = page.locator("converse-roster").get_by_text(name, exact=True)
+    await contact.wait_for()
+    await contact.click()
+
+
 @needs_browser
 async def test_alice_in_the_browser_chats_with_bob(server: LiveServer, browser: Any) -> None:
     alice, alice_pw = await server.make_user("alice")
     bob_jid, bob_pw = await server.make_user("bob")
-    from playwright.async_api import expect
-
     bob = await connect_slixmpp(server, bob_jid, bob_pw)  # accepts subscription requests
     page, watch = await open_page(browser, server, "chat")
     try:
         await log_in(page, watch, alice, alice_pw, "chat")
         await shot(page, watch, "chat/02-logged-in.png")
-
-        # Add bob through the contacts menu, as a person would.
-        await page.click(".dropdown--contacts button.dropdown-toggle")
-        await page.click("a.add-contact")
-        modal = page.locator("converse-add-contact-modal")
-        await modal.locator("input[name=jid]").fill(bob_jid)
-        await modal.locator("input[name=name]").fill("Bob")
-        # (wait_for_function would evaluate a string in the page, which its CSP forbids)
-        await expect(modal).to_have_css("opacity", "1")  # faded in
-        await shot(page, watch, "chat/03-add-contact.png")
-        await modal.locator("button[type=submit]").click()
-        contact = page.locator("converse-roster").get_by_text("Bob", exact=True)
-        await contact.wait_for()
-        await contact.click()
+        await open_chat_with(page, watch, bob_jid, "Bob", "chat/03-add-contact.png")
 
         text = "Hello Bob, this is Alice in a browser"
         textarea = page.locator("converse-chat textarea.chat-textarea")
@@ -376,4 +389,86 @@ async def test_converse_falls_back_to_bosh_without_websocket(
         assert bosh, "no BOSH request"
         assert sockets == [dead]  # tried once, then never again
     finally:
+        await finish(page, watch)
+
+
+def png(width: int, height: int) -> bytes:
+    """A small valid PNG (RGB stripes), made here so the test needs no image file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    colours = [(0xD0, 0x40, 0x30), (0x30, 0x90, 0xD0), (0xF0, 0xC0, 0x20)]
+    rows = b"".join(b"\x00" + bytes(colours[y * 3 // height]) * width for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@needs_browser
+async def test_alice_shares_a_picture_from_the_browser(
+    make_server: Any, browser: Any, tmp_path: Path
+) -> None:
+    # As after `make run`: one plain HTTP listener and no upload.url_base or
+    # http.external_url, so slot URLs are http://127.0.0.1:<port>/upload/…; and the page is
+    # opened as http://localhost:<port>/, as docs/web.md says: another origin than the
+    # upload service's, which the page's CSP and the upload's CORS must both allow.
+    srv: LiveServer = make_server(http={"tls_listen": []})
+    await wait_for_http(srv)
+    alice, alice_pw = await srv.make_user("alice")
+    bob_jid, bob_pw = await srv.make_user("bob")
+    picture = png(120, 90)
+    path = tmp_path / "stripes.png"
+    path.write_bytes(picture)
+    uploads = f"http://127.0.0.1:{srv.http_port}"
+    bob = await connect_slixmpp(srv, bob_jid, bob_pw)
+    page, watch = await open_page(
+        browser, srv, "upload", origin=f"http://localhost:{srv.http_port}", also=(uploads,)
+    )
+    puts: list[str] = []
+    page.on("request", lambda r: puts.append(r.url) if r.method == "PUT" else None)
+    try:
+        await log_in(page, watch, alice, alice_pw, "upload")
+        await shot(page, watch, "upload/02-logged-in.png")
+        await open_chat_with(page, watch, bob_jid, "Bob", "upload/03-add-contact.png")
+
+        # Converse shows its paperclip once it has found the upload service (disco); the
+        # button opens this hidden file input.
+        toolbar = page.locator("converse-chat converse-chat-toolbar")
+        await toolbar.locator("button[title='Choose a file to send']").wait_for()
+        await shot(page, watch, "upload/04-chat-open.png")
+        await toolbar.locator("input[type=file]").set_input_files(str(path))
+
+        while True:
+            msg = await bob.next_message(timeout=STEP / 1000)
+            if msg["body"]:
+                break
+        url = msg["body"]
+        assert msg["from"].bare == alice
+        assert url.startswith(f"{uploads}/upload/"), url
+        assert url.endswith("/stripes.png"), url
+        assert puts and puts[0].startswith(f"{uploads}/upload/"), puts
+
+        # bob downloads it as any client would.
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "image/png"
+            assert await resp.read() == picture
+
+        # alice's page shows the picture it sent.
+        img = page.locator(f'converse-chat img[src="{url}"]')
+        await img.wait_for()
+        await img.scroll_into_view_if_needed()
+        from playwright.async_api import expect
+
+        await expect(img).to_have_js_property("complete", True)
+        assert await img.evaluate("el => el.naturalWidth") == 120
+        await shot(page, watch, "upload/05-picture-sent.png")
+    finally:
+        await disconnect(bob)
         await finish(page, watch)

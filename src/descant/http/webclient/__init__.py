@@ -7,11 +7,18 @@ endpoints as the client reaches this server (``http.external_url``, else the
 request's scheme and host, as host-meta does), the first served domain as the
 default one. Nothing comes from elsewhere at run time.
 
+When the upload service (XEP-0363, docs/upload.md) is on, the origins its slot
+URLs point at are added to the page's ``connect-src`` (Converse PUTs the file
+there) and ``img-src``/``media-src`` (it shows what was shared): after ``make
+run`` those are ``http://127.0.0.1:5280``, another origin than a page opened as
+``http://localhost:5280/``. Only those origins, computed from the configuration.
+
 Assets are served from ``/webclient/``, under paths that change whenever their
 content does (``converse-<version>/``, ``descant-<hash>.js``), so browsers may
 keep them for a year. The page itself is never cached and carries a
 Content-Security-Policy that allows scripts, styles, fonts and connections from
-this origin and the two XMPP endpoints only, no inline scripts, no framing.
+this origin, the two XMPP endpoints and the upload service only, no inline
+scripts, no framing.
 """
 
 from __future__ import annotations
@@ -20,14 +27,18 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from descant.features.upload.service import default_url_base
 from descant.http import hostmeta
 
 if TYPE_CHECKING:
+    from descant.config import Config
     from descant.http.server import HTTPService
 
 HERE = Path(__file__).parent
@@ -55,6 +66,8 @@ NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 # What an endpoint URL built from a request's Host may hold: it goes into a CSP header.
 PLAIN_URL = re.compile(r"[A-Za-z0-9:/._\[\]-]+")
 IMMUTABLE = {**NOSNIFF, "Cache-Control": "public, max-age=31536000, immutable"}
+# An origin that may go into the CSP: scheme, host name or bracketed IPv6 address, port.
+ORIGIN = re.compile(r"https?://(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def converse_version() -> str:
@@ -102,7 +115,27 @@ def settings(service: HTTPService, request: web.Request, assets_path: str) -> di
     }
 
 
-def csp(ws_url: str, bosh_url: str) -> str:
+def upload_origins(cfg: Config) -> list[str]:
+    """The origins the upload services' slot URLs point at (one per served domain at
+    most, usually one in all): the page PUTs files there and shows what it gets back.
+
+    An origin that could not go into a CSP header as it is (a ``url_base`` with
+    spaces, quotes, semicolons, a user name) is left out: uploads to it are blocked.
+    """
+    if not cfg.upload.enabled:
+        return []
+    found: list[str] = []
+    for domain in cfg.server.domains:
+        base = default_url_base(cfg, domain)
+        parts = urlsplit(base)
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        if base and ORIGIN.fullmatch(origin) and origin not in found:
+            found.append(origin)
+    return found
+
+
+def csp(ws_url: str, bosh_url: str, uploads: Sequence[str] = ()) -> str:
+    up = "".join(" " + origin for origin in uploads)
     return "; ".join(
         [
             "default-src 'self'",
@@ -110,10 +143,13 @@ def csp(ws_url: str, bosh_url: str) -> str:
             "script-src 'self' 'wasm-unsafe-eval'",
             # Converse's templates set style attributes.
             "style-src 'self' 'unsafe-inline'",
-            # Avatars are data: URLs; images and media linked in messages are shown inline.
-            "img-src 'self' data: blob: https:",
-            "media-src 'self' data: blob: https:",
-            f"connect-src 'self' {ws_url} {bosh_url}",
+            # Avatars are data: URLs; images and media linked in messages are shown
+            # inline: from any HTTPS host, and from the upload service (plain HTTP
+            # after `make run`).
+            f"img-src 'self' data: blob: https:{up}",
+            f"media-src 'self' data: blob: https:{up}",
+            # The XMPP endpoints, and the upload service Converse PUTs files to.
+            f"connect-src 'self' {ws_url} {bosh_url}{up}",
             "object-src 'none'",
             "base-uri 'none'",
             "form-action 'self'",
@@ -122,7 +158,9 @@ def csp(ws_url: str, bosh_url: str) -> str:
     )
 
 
-def page(service: HTTPService, request: web.Request, files: dict[str, str]) -> web.Response:
+def page(
+    service: HTTPService, request: web.Request, files: dict[str, str], uploads: Sequence[str]
+) -> web.Response:
     assets_path = PREFIX + files["converse"]
     conf = settings(service, request, assets_path)
     ws_url, bosh_url = str(conf["websocket_url"]), str(conf["bosh_service_url"])
@@ -149,7 +187,7 @@ def page(service: HTTPService, request: web.Request, files: dict[str, str]) -> w
 </body>
 </html>
 """
-    policy = csp(ws_url, bosh_url)
+    policy = csp(ws_url, bosh_url, uploads)
     headers = {
         **NOSNIFF,
         "Cache-Control": "no-cache",
@@ -170,8 +208,10 @@ def install(service: HTTPService) -> None:
         "init": next(name for name in table if name.startswith("descant-")),
     }
 
+    uploads = upload_origins(service.server.config)
+
     async def index(request: web.Request) -> web.Response:
-        return page(service, request, files)
+        return page(service, request, files, uploads)
 
     async def asset(request: web.Request) -> web.StreamResponse:
         found = table.get(request.match_info["path"])
