@@ -141,6 +141,8 @@ async def test_online_users_and_announce(h: Harness) -> None:
     assert got.get("status") == "completed"
     values = [v.text for v in got.iter(f"{{{DATA}}}value")]
     assert "3" in values  # root, a, b
+    (num,) = [f for f in got.iter(f"{{{DATA}}}field") if f.get("var") == "onlineusersnum"]
+    assert num.get("type") == "text-single"  # Profanity shows no value for an untyped field
     got = await run(h, root, "get-online-users-list", max_items="all")
     jids = {v.text for v in cmd_el(got).iter(f"{{{DATA}}}value")}
     assert {"a@localhost", "b@localhost", "root@localhost"} <= jids

@@ -168,7 +168,8 @@ class OnlineUsersNum(AdminCommand):
 
     async def run(self, session: CommandSession, values: Values | None) -> Response:
         count = len(self.admin.host.sessions.users())
-        field = ("onlineusersnum", "", "The number of online users", [str(count)])
+        # Typed although a result form may omit it: clients (Profanity) show no value otherwise.
+        field = ("onlineusersnum", "text-single", "The number of online users", [str(count)])
         return Response("completed", _result([field]))
 
 
