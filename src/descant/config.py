@@ -104,6 +104,10 @@ class HTTPConfig:
     # networks in metrics_allow; empty: loopback and the trusted proxies' own requests.
     metrics: bool = True
     metrics_allow: list[str] = field(default_factory=list)
+    # The administration pages at /admin for server.admins (docs/admin.md), and how
+    # long a login there lasts unused, in seconds.
+    admin_page: bool = True
+    admin_session_timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "http.websocket_ping": (0, 3600),
     "http.bosh_max_wait": (1, 3600),
     "http.bosh_inactivity": (5, 3600),
+    "http.admin_session_timeout": (1, 86400),
     "tls.watch_interval": (0, 86400),
     "upload.max_file_size": (1, 1 << 40),
     "upload.quota_per_account": (1, 1 << 50),

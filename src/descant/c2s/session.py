@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -64,6 +65,7 @@ class ClientSession:
         "manager",
         "presence",
         "priority",
+        "since",
         "sm",
         "stream",
     )
@@ -82,6 +84,7 @@ class ClientSession:
         self.sm: StreamManagement | None = None
         self.filter: OutputFilter | None = None
         self.ended = False
+        self.since = time.time()  # when it was bound (the admin page shows it)
         self._timer: asyncio.TimerHandle | None = None
         self._overflowed = False
         self._held: list[ET.Element] | None = None

@@ -83,7 +83,7 @@ class HTTPService:
         self.app.router.add_route(method, path, handler)
 
     async def start(self) -> None:
-        from descant.http import bosh, hostmeta, metrics, webclient, websocket
+        from descant.http import admin, bosh, hostmeta, metrics, webclient, websocket
 
         cfg = self.server.config.http
         if not (cfg.listen or cfg.tls_listen):
@@ -93,6 +93,7 @@ class HTTPService:
         hostmeta.install(self)
         webclient.install(self)
         self._metrics = metrics.install(self)  # /metrics (unless off) and /health
+        admin.install(self)
         # No access log: it would name every client and every request at INFO.
         self._runner = runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
