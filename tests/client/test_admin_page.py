@@ -560,6 +560,15 @@ async def test_admin_logs_in_with_chromium(admin_server: LiveServer) -> None:
                 shots = ROOT / "build" / "test-artifacts" / "admin"
                 shots.mkdir(parents=True, exist_ok=True)
                 await page.screenshot(path=str(shots / "sessions.png"))
+                for name in ("Accounts", "Rooms", "Federation"):
+                    await page.click(f"nav >> text={name}")
+                    await page.wait_for_selector("h1")
+                    await page.screenshot(path=str(shots / f"{name.lower()}.png"))
+                await page.click("nav >> text=Accounts")
+                await page.click(f"tr:has-text('{jid}') >> text=Delete…")
+                await page.wait_for_selector(f"text=Delete {jid}?")
+                await page.screenshot(path=str(shots / "delete.png"))
+                await page.click("text=Cancel")
                 await page.click("nav >> text=Overview")
                 await page.wait_for_selector(".cards")
                 await page.screenshot(path=str(shots / "overview.png"))
