@@ -115,6 +115,8 @@ class UploadModule(Module):
 
     async def stop(self) -> None:
         self._stopping.set()
+        # The expiry task uses the file threads: it ends (or is cancelled) before they go.
+        await self.tasks.close(1.0)
         self.files.close()
 
     # -- disco -------------------------------------------------------------------------
