@@ -502,6 +502,54 @@ class UploadStore(Protocol):
         """Which of ``ids`` are stored rows (pending or not)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Invite:
+    """An account invitation (XEP-0401, XEP-0445): ``token`` is its secret; ``host`` the
+    domain the invitee registers on; ``creator`` the inviting account's username on
+    ``host`` ("" when the operator made it); ``expires`` None for one that never expires;
+    ``used`` once a registration claimed it, ``used_by`` the account made with it ("" while
+    that registration is under way)."""
+
+    token: str
+    host: str
+    creator: str
+    created: datetime
+    expires: datetime | None = None
+    used: bool = False
+    used_by: str = ""
+
+
+class InviteStore(Protocol):
+    """Account invitations. Deleting the inviting account deletes its invitations."""
+
+    async def add(self, invite: Invite) -> None:
+        """Store a new invitation; ValueError for a naive time."""
+
+    async def get(self, token: str) -> Invite | None: ...
+
+    async def list(self, host: str | None = None) -> list[Invite]:
+        """Every invitation (of one host), oldest first."""
+
+    async def claim(self, token: str) -> bool:
+        """Mark an unused invitation used, atomically: True for the one caller that did
+        (expiry is the caller's to check); False if it is gone or already used."""
+
+    async def release(self, token: str) -> bool:
+        """Undo a claim whose registration failed (only while ``used_by`` is empty)."""
+
+    async def complete(self, token: str, username: str) -> None:
+        """Record the account a claimed invitation made."""
+
+    async def delete(self, token: str) -> bool:
+        """Remove an invitation (revoke it); False if there was none."""
+
+    async def pending(self, host: str, creator: str, now: datetime) -> int:
+        """How many unused, unexpired invitations ``creator`` has on ``host``."""
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        """Remove at most ``limit`` invitations that expired before ``before``."""
+
+
 class Storage(Protocol):
     accounts: AccountStore
     roster: RosterStore
@@ -511,6 +559,7 @@ class Storage(Protocol):
     pubsub: PubsubStore
     mam: MamStore
     uploads: UploadStore
+    invites: InviteStore
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""

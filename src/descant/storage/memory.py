@@ -20,6 +20,8 @@ from descant.storage.api import (
     AccountStore,
     ArchivedMessage,
     ArchiveQuery,
+    Invite,
+    InviteStore,
     KeyValueStore,
     MamEntry,
     MamQuery,
@@ -61,6 +63,7 @@ class _Data:
         self.room_affiliations: dict[tuple[str, str], dict[str, str]] = {}
         self.pubsub_nodes: dict[NodeKey, str] = {}
         self.uploads: dict[str, Upload] = {}
+        self.invites: dict[str, Invite] = {}
         # Items by id in publish order, oldest first (insertion order again).
         self.pubsub_items: dict[NodeKey, dict[str, PubsubItem]] = {}
         self.pubsub_affiliations: dict[NodeKey, dict[str, str]] = {}
@@ -124,6 +127,8 @@ class MemoryAccountStore:
             del data.keyval[kv_key]
         for upload_id in [i for i, u in data.uploads.items() if (u.host, u.username) == key]:
             del data.uploads[upload_id]
+        for token in [t for t, i in data.invites.items() if (i.host, i.creator) == key]:
+            del data.invites[token]
         bare = f"{username}@{host}"
         data.delete_pubsub_service(bare)
         for affs in data.pubsub_affiliations.values():
@@ -510,6 +515,63 @@ class MemoryUploadStore:
         return {i for i in ids if i in self._data.uploads}
 
 
+class MemoryInviteStore:
+    def __init__(self, data: _Data) -> None:
+        self._data = data
+
+    async def add(self, invite: Invite) -> None:
+        expires = None if invite.expires is None else require_utc(invite.expires)
+        invite = replace(invite, created=require_utc(invite.created), expires=expires)
+        self._data.invites[invite.token] = invite
+
+    async def get(self, token: str) -> Invite | None:
+        return self._data.invites.get(token)
+
+    async def list(self, host: str | None = None) -> list[Invite]:
+        found = [i for i in self._data.invites.values() if host is None or i.host == host]
+        return sorted(found, key=lambda i: (i.created, i.token))
+
+    async def claim(self, token: str) -> bool:
+        invite = self._data.invites.get(token)
+        if invite is None or invite.used:
+            return False
+        self._data.invites[token] = replace(invite, used=True)
+        return True
+
+    async def release(self, token: str) -> bool:
+        invite = self._data.invites.get(token)
+        if invite is None or not invite.used or invite.used_by:
+            return False
+        self._data.invites[token] = replace(invite, used=False)
+        return True
+
+    async def complete(self, token: str, username: str) -> None:
+        invite = self._data.invites.get(token)
+        if invite is not None:
+            self._data.invites[token] = replace(invite, used=True, used_by=username)
+
+    async def delete(self, token: str) -> bool:
+        return self._data.invites.pop(token, None) is not None
+
+    async def pending(self, host: str, creator: str, now: datetime) -> int:
+        now = require_utc(now)
+        return sum(
+            1
+            for i in self._data.invites.values()
+            if (i.host, i.creator) == (host, creator)
+            and not i.used
+            and (i.expires is None or i.expires > now)
+        )
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        cut = require_utc(before)
+        old = [i for i in self._data.invites.values() if i.expires is not None and i.expires < cut]
+        old.sort(key=lambda i: i.expires or cut)
+        for i in old[:limit]:
+            del self._data.invites[i.token]
+        return len(old[:limit])
+
+
 class MemoryStorage:
     def __init__(self) -> None:
         data = _Data()
@@ -521,6 +583,7 @@ class MemoryStorage:
         self.pubsub: PubsubStore = MemoryPubsubStore(data)
         self.mam: MamStore = MemoryMamStore(data)
         self.uploads: UploadStore = MemoryUploadStore(data)
+        self.invites: InviteStore = MemoryInviteStore(data)
 
     async def open(self) -> None:
         """Nothing to connect to or migrate."""

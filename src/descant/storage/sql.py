@@ -27,6 +27,8 @@ from descant.storage.api import (
     AccountStore,
     ArchivedMessage,
     ArchiveQuery,
+    Invite,
+    InviteStore,
     KeyValueStore,
     MamStore,
     NoSuchAccount,
@@ -159,6 +161,7 @@ USER_DATA_TABLES = (
     "offline",
     "keyval",
     "uploads",
+    "invites",
 )
 
 # Every table of pubsub rows, keyed by (service, node). An account's PEP service is the
@@ -877,6 +880,93 @@ class SqlUploadStore:
         return {str(r[0]) for r in rows}
 
 
+_INVITE_COLUMNS = "token, host, username, created, expires, used, used_by"
+
+
+class SqlInviteStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def _invite(self, row: Row) -> Invite:
+        token, host, username, created, expires, used, used_by = row
+        decode = self._db.dialect.decode_time
+        return Invite(
+            str(token),
+            str(host),
+            str(username),
+            decode(created),
+            None if expires is None else decode(expires),
+            bool(used),
+            str(used_by),
+        )
+
+    async def add(self, invite: Invite) -> None:
+        encode = self._db.dialect.encode_time
+        await self._db.execute(
+            f"INSERT INTO invites ({_INVITE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            invite.token,
+            invite.host,
+            invite.creator,
+            encode(invite.created),
+            None if invite.expires is None else encode(invite.expires),
+            int(invite.used),
+            invite.used_by,
+        )
+
+    async def get(self, token: str) -> Invite | None:
+        row = await self._db.fetchone(
+            f"SELECT {_INVITE_COLUMNS} FROM invites WHERE token = ?", token
+        )
+        return None if row is None else self._invite(row)
+
+    async def list(self, host: str | None = None) -> list[Invite]:
+        sql = f"SELECT {_INVITE_COLUMNS} FROM invites"
+        params: tuple[object, ...] = ()
+        if host is not None:
+            sql += " WHERE host = ?"
+            params = (host,)
+        rows = await self._db.fetchall(sql + " ORDER BY created, token", *params)
+        return [self._invite(r) for r in rows]
+
+    async def claim(self, token: str) -> bool:
+        changed = await self._db.execute(
+            "UPDATE invites SET used = 1 WHERE token = ? AND used = 0", token
+        )
+        return changed > 0
+
+    async def release(self, token: str) -> bool:
+        changed = await self._db.execute(
+            "UPDATE invites SET used = 0 WHERE token = ? AND used = 1 AND used_by = ''", token
+        )
+        return changed > 0
+
+    async def complete(self, token: str, username: str) -> None:
+        await self._db.execute(
+            "UPDATE invites SET used = 1, used_by = ? WHERE token = ?", username, token
+        )
+
+    async def delete(self, token: str) -> bool:
+        return await self._db.execute("DELETE FROM invites WHERE token = ?", token) > 0
+
+    async def pending(self, host: str, creator: str, now: datetime) -> int:
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) FROM invites WHERE host = ? AND username = ? AND used = 0 "
+            "AND (expires IS NULL OR expires > ?)",
+            host,
+            creator,
+            self._db.dialect.encode_time(now),
+        )
+        return 0 if row is None else int(row[0])
+
+    async def expire(self, before: datetime, limit: int) -> int:
+        return await self._db.execute(
+            "DELETE FROM invites WHERE token IN "
+            "(SELECT token FROM invites WHERE expires < ? ORDER BY expires LIMIT ?)",
+            self._db.dialect.encode_time(before),
+            limit,
+        )
+
+
 class SqlStorage:
     """``Storage`` over any ``Database``; ``open()`` connects and migrates.
 
@@ -896,6 +986,7 @@ class SqlStorage:
         self.rooms: RoomStore = SqlRoomStore(db)
         self.pubsub: PubsubStore = SqlPubsubStore(db)
         self.uploads: UploadStore = SqlUploadStore(db)
+        self.invites: InviteStore = SqlInviteStore(db)
 
     async def open(self) -> None:
         await self.db.connect()
