@@ -1,4 +1,4 @@
-"""The ``descant`` command: serve, user, room, cert, check.
+"""The ``descant`` command: serve, user, invite, room, cert, check.
 
 Every command takes ``--config PATH`` (fallback: the DESCANT_CONFIG
 environment variable; without either, the embedded defaults). Problems are
@@ -108,6 +108,63 @@ def cmd_user(cfg: Config, args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(_with_storage(cfg, run_del))
+
+
+def cmd_invite(cfg: Config, args: argparse.Namespace) -> int:
+    """Account invitations (docs/accounts.md): made here, redeemed on a running server."""
+    from datetime import UTC, datetime
+
+    from descant.features.invites import links
+
+    now = datetime.now(UTC)
+    if args.action == "create":
+        creator = ""
+        if args.inviter:
+            domain, creator = _account_jid(cfg, args.inviter)
+            if args.domain and args.domain != domain:
+                raise CLIError(f"the inviter {args.inviter} is not an account of {args.domain}")
+        else:
+            domain = args.domain or cfg.server.domains[0]
+        if domain not in cfg.server.domains:
+            raise CLIError(f"domain {domain!r} is not served (server.domains)")
+        try:
+            expires = links.expiry(cfg, now, args.expires)
+        except ValueError as exc:
+            raise CLIError(f"--expires: {exc}") from None
+
+        async def run_create(st: Storage) -> int:
+            if creator and await st.accounts.get(domain, creator) is None:
+                raise CLIError(f"{creator}@{domain} does not exist")
+            invite = await links.create(st, domain, creator, now, expires)
+            print(links.xmpp_uri(invite))
+            url = links.landing_url(cfg, invite)
+            if url:
+                print(url)
+            print("expires " + (f"{expires:%Y-%m-%d %H:%M} UTC" if expires else "never"))
+            return 0
+
+        return asyncio.run(_with_storage(cfg, run_create))
+    if args.action == "list":
+
+        async def run_list(st: Storage) -> int:
+            for inv in await st.invites.list(args.domain):
+                inviter = f"{inv.creator}@{inv.host}" if inv.creator else "-"
+                expires = f"{inv.expires:%Y-%m-%dT%H:%M}Z" if inv.expires else "never"
+                state = links.state(inv, now)
+                if inv.used_by:
+                    state += f" by {inv.used_by}@{inv.host}"
+                print(f"{inv.token} {inv.host} inviter={inviter} expires={expires} {state}")
+            return 0
+
+        return asyncio.run(_with_storage(cfg, run_list))
+
+    async def run_revoke(st: Storage) -> int:
+        if not await st.invites.delete(args.token):
+            raise CLIError(f"no invitation {args.token}")
+        print(f"revoked {args.token}")
+        return 0
+
+    return asyncio.run(_with_storage(cfg, run_revoke))
 
 
 def cmd_room(cfg: Config, args: argparse.Namespace) -> int:
@@ -263,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--password", help="the password (prompted, or read from stdin, if absent)")
     command(u, "del", "delete an account and its data").add_argument("jid")
     command(u, "list", "list accounts").add_argument("domain", nargs="?")
+    i = command(sub, "invite", "manage account invitations")
+    isub = i.add_subparsers(dest="action", required=True)
+    ic = command(isub, "create", "create an invitation and print its links")
+    ic.add_argument("domain", nargs="?", help="the domain to register on (default: the first)")
+    ic.add_argument("--inviter", help="an account the invitee becomes a contact of")
+    ic.add_argument("--expires", help="valid for, e.g. 7d, 12h (default: invites.expire_after)")
+    command(isub, "list", "list invitations").add_argument("domain", nargs="?")
+    command(isub, "revoke", "delete an invitation").add_argument("token")
     r = command(sub, "room", "manage persistent chat rooms")
     rs = r.add_subparsers(dest="action", required=True)
     command(rs, "list", "list persistent rooms").add_argument("service", nargs="?")
@@ -276,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS = {
     "serve": cmd_serve,
     "user": cmd_user,
+    "invite": cmd_invite,
     "cert": cmd_cert,
     "check": cmd_check,
     "room": cmd_room,

@@ -176,6 +176,20 @@ class RegistrationConfig:
 
 
 @dataclass(frozen=True)
+class InvitesConfig:
+    # Account invitations (XEP-0401, XEP-0445, XEP-0379; docs/accounts.md): links that
+    # let one person register even while registration.open is false.
+    enabled: bool = True
+    # Who may create invitations over XMPP: "admins" (server.admins) or "users" (any
+    # account of the domain). The command line always may.
+    who: str = "admins"
+    # How long an invitation stays valid ("7d", "12h"; "" never expires).
+    expire_after: str = "7d"
+    # Unused, unexpired invitations one account may hold at once.
+    max_per_user: int = 10
+
+
+@dataclass(frozen=True)
 class UploadConfig:
     # XEP-0363 HTTP file upload at <domain_prefix>.<domain> (docs/upload.md).
     enabled: bool = True
@@ -269,6 +283,7 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
+    invites: InvitesConfig = field(default_factory=InvitesConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -315,12 +330,14 @@ _RANGES: dict[str, tuple[float, float]] = {
     "upload.quota_per_account": (1, 1 << 50),
     "upload.slot_timeout": (1, 86400),
     "upload.max_pending_slots": (1, 10_000),
+    "invites.max_per_user": (1, 10_000),
 }
 _S2S_POLICIES = ("verify", "dialback", "insecure")
 _CHOICES = {"log.level": ("debug", "info", "warning", "error"), "s2s.policy": _S2S_POLICIES}
 _CHOICES["muc.room_creation"] = ("local", "anyone")
 _CHOICES["pubsub.node_creation"] = ("local", "anyone")
 _CHOICES["mam.default"] = ("always", "roster", "never")
+_CHOICES["invites.who"] = ("admins", "users")
 
 
 def _check_value(key: str, hint: Any, value: Any) -> Any:
@@ -464,6 +481,10 @@ def _validate(cfg: Config) -> None:
         parse_duration(cfg.upload.expire_after)
     except ValueError as exc:
         raise ConfigError(f"upload.expire_after: {exc}") from None
+    try:
+        parse_duration(cfg.invites.expire_after)
+    except ValueError as exc:
+        raise ConfigError(f"invites.expire_after: {exc}") from None
     for dom, pair in cfg.tls.domains.items():
         key = f'tls.domains."{dom}"'
         try:

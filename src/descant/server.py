@@ -98,6 +98,9 @@ class Server:
         from descant.features.upload import add_services as add_upload
 
         add_upload(self)  # an upload host per domain, HTTP routes (XEP-0363; features/upload)
+        from descant.features.invites import install as install_invites
+
+        install_invites(self)  # the invitation landing page (XEP-0401; features/invites)
         for host in self.hosts.values():
             await host.start()
         # Before c2s: once clients are accepted, federation and components are up.

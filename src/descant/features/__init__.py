@@ -11,6 +11,7 @@ from descant.features.caps import CapsModule
 from descant.features.carbons import CarbonsModule
 from descant.features.csi import ClientStateModule
 from descant.features.disco import DiscoModule
+from descant.features.invites import InviteModule
 from descant.features.legacy_session import LegacySessionModule
 from descant.features.mam import MamModule
 from descant.features.message import MessageModule
@@ -51,4 +52,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     RegisterModule,
     AdhocModule,
     AdminModule,
+    InviteModule,
 ]

@@ -10,7 +10,10 @@ over TLS only when ``c2s.require_tls`` is on. With ``registration.open``:
   for a name PRECIS refuses or an empty password (§3.1), ``<resource-constraint/>``
   past ``registration.per_ip_per_hour`` from one address (a bounded table).
 
-Closed, every pre-authentication register iq is ``<service-unavailable/>`` (§3.1).
+Closed, every pre-authentication register iq is ``<service-unavailable/>`` (§3.1),
+except on a stream that holds an invitation: the ``register-ticket`` event (the
+invites module, XEP-0445) may answer with a :class:`Ticket`, which is claimed before
+the account is made (once), released if that fails, and completed after.
 After authentication, whatever the setting, an account may
 
 - change its password: a set with ``<username/>`` (its own) and ``<password/>``
@@ -31,6 +34,7 @@ import collections
 import logging
 import time
 import xml.etree.ElementTree as ET
+from typing import Protocol
 
 import scramp
 
@@ -109,6 +113,19 @@ class RegistrationWindow:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class Ticket(Protocol):
+    """What lets one stream register while registration is closed (an invitation)."""
+
+    async def claim(self) -> bool:
+        """Take it for this registration; False if it can no longer be used."""
+
+    async def release(self) -> None:
+        """The registration failed: it may be used again."""
+
+    async def complete(self, user: str) -> None:
+        """The account ``user`` was made with it."""
 
 
 def check_password(password: str) -> None:
@@ -196,13 +213,16 @@ class RegisterModule(Module):
 
     async def pre_auth(self, ev: NonzaEvent) -> bool:
         stream = ev.stream
-        answer = await self._pre_auth_answer(ev.element, stream.ip)
+        ticket = await self.host.events.fire("register-ticket", stream)
+        answer = await self._pre_auth_answer(ev.element, stream.ip, ticket)
         answer.attrib.pop("to", None)  # the client has no address yet
         stream.write(stream.stream.element(answer))
         return True
 
-    async def _pre_auth_answer(self, iq: ET.Element, ip: str) -> ET.Element:
-        if not self.open:
+    async def _pre_auth_answer(
+        self, iq: ET.Element, ip: str, ticket: Ticket | None = None
+    ) -> ET.Element:
+        if not self.open and ticket is None:
             return _error(iq, "service-unavailable", "in-band registration is closed")
         query = iq[0]
         if iq.get("type") == "get":
@@ -223,14 +243,22 @@ class RegisterModule(Module):
         if not self.window.allowed(ip):
             log.info("%s: registration refused, over registration.per_ip_per_hour", ip)
             return _error(iq, "resource-constraint", "too many registrations from your address")
+        if ticket is not None and not await ticket.claim():
+            if not self.open:
+                return _error(iq, "not-allowed", "the invitation was used meanwhile")
+            ticket = None
         try:
             user = await self.create_account(username.strip(" \t\r\n"), password)
         except AccountError as exc:
+            if ticket is not None:
+                await ticket.release()
             if exc.condition == "conflict":
                 # Counted: asking name after name would tell which accounts exist.
                 self.window.count(ip)
             return _error(iq, exc.condition, exc.text)
         self.window.count(ip)
+        if ticket is not None:
+            await ticket.complete(user)
         log.info("%s@%s registered from %s", user, self.host.domain, ip)
         return _pre_auth_result(iq)
 
