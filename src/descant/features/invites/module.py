@@ -22,7 +22,8 @@ Then the inviter, if any, and the new account are subscribed to each other (both
 roster items ``subscription='both'``, pushed to the inviter's sessions: XEP-0401 §5.5).
 The stream features ``<register xmlns='urn:xmpp:invite'/>`` (what Conversations looks
 for) and ``<register xmlns='urn:xmpp:ibr-token:0'/>`` (XEP-0445 0.2) are offered before
-authentication, with the XEP-0077 ``<register/>`` feature.
+authentication; the XEP-0077 ``<register/>`` feature only while registration is open, so
+that clients do not offer people a registration that would be refused.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from descant.jid import JID
 from descant.modules import Module
 from descant.stamps import format_stamp
 from descant.storage.api import Invite, InviteStore, RosterItem
-from descant.xml import ns
 
 if TYPE_CHECKING:
     from descant.c2s.stream import ClientStream, NonzaEvent
@@ -100,8 +100,6 @@ class InviteModule(Module):
         features = self.host.pre_auth_features
         for uri in (INVITE, IBR_TOKEN):
             features.append(ET.Element("{%s}register" % uri))
-        if not any(f.tag == "{%s}register" % ns.REGISTER_FEATURE for f in features):
-            features.append(ET.Element("{%s}register" % ns.REGISTER_FEATURE))
         self.hook(f"iq-preauth/{PARS}:preauth", self.on_preauth)
         self.hook("register-ticket", self.ticket)
 
