@@ -431,3 +431,16 @@ def test_upload_url_base_defaults_to_the_http_listener() -> None:
     assert default_url_base(ext, "x") == "https://chat.example.org/upload"
     own = dataclasses.replace(cfg, upload=UploadConfig(url_base="https://files.example.org/u/"))
     assert default_url_base(own, "x") == "https://files.example.org/u"
+
+
+def test_invites_section(tmp_path: Path) -> None:
+    cfg = load_text(tmp_path, '[invites]\nwho = "users"\nexpire_after = "12h"\nmax_per_user = 3\n')
+    assert (cfg.invites.who, cfg.invites.expire_after, cfg.invites.max_per_user) == (
+        "users",
+        "12h",
+        3,
+    )
+    assert Config().invites.enabled and Config().invites.who == "admins"
+    assert "invites.who" in error_for(tmp_path, '[invites]\nwho = "everyone"\n')
+    assert "invites.expire_after" in error_for(tmp_path, '[invites]\nexpire_after = "soon"\n')
+    assert "invites.max_per_user" in error_for(tmp_path, "[invites]\nmax_per_user = 0\n")

@@ -21,6 +21,10 @@ from descant.config import Config, parse_duration, parse_listen
 from descant.storage.api import Invite, Storage
 
 TOKEN_BYTES = 24
+# Invitations are kept this long after they expire, so their page says "expired"
+# (410) rather than "unknown" (404); then they go, a batch at each new invitation.
+KEEP_EXPIRED = timedelta(days=30)
+EXPIRE_BATCH = 100
 
 
 def expiry(cfg: Config, now: datetime, expire_after: str | None = None) -> datetime | None:

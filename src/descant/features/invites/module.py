@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from descant import forms
@@ -54,10 +54,6 @@ IBR_TOKEN = "urn:xmpp:ibr-token:0"
 FORM_TYPE = "urn:xmpp:invite#invitation"
 # Streams whose preauth token was accepted; they end within c2s.auth_timeout anyway.
 MAX_PREAUTH_STREAMS = 10_000
-# Invitations are kept this long after they expire, so their page says "expired"
-# (410) rather than "unknown" (404); then they go, a batch at each new invitation.
-KEEP_EXPIRED = timedelta(days=30)
-EXPIRE_BATCH = 100
 
 
 class InviteError(Exception):
@@ -134,7 +130,6 @@ class InviteModule(Module):
                 "resource-constraint",
                 f"you have {self.cfg.max_per_user} unused invitations already",
             )
-        await self.storage.expire(now - KEEP_EXPIRED, EXPIRE_BATCH)
         invite = await links.create(
             self.host.storage, self.host.domain, creator, now, links.expiry(self.server.config, now)
         )
