@@ -260,6 +260,20 @@ class Metrics:
         mech = mechanism if mechanism in AUTH_MECHANISMS else "other"
         self.auth_failures.labels(mech, reason if reason in AUTH_REASONS else "other").inc()
 
+    def stanza_totals(self) -> dict[str, int] | None:
+        """Stanzas received and sent since start, over every path (None when off):
+        ``{"received": n, "sent": n}`` for the admin page's overview."""
+        if self.received_c2s is None or self.sent_c2s is None:
+            return None
+        received = sum(self.received_c2s.values())
+        sent = sum(self.sent_c2s.values())
+        for key, counts in self._other.items():
+            if key.startswith("in_"):
+                received += sum(counts.values())
+            else:
+                sent += sum(counts.values())
+        return {"received": received, "sent": sent}
+
     def counter(self, name: str, documentation: str) -> Counter:
         """Declare ``descant_<name>_total`` (once; declaring it again returns the same)."""
         existing = self._counters.get(name)

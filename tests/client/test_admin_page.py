@@ -174,6 +174,7 @@ async def test_admin_logs_in_sees_the_overview_and_every_page(admin: Web) -> Non
     assert status == 200
     assert "Descant 0.1.0" in html
     assert "localhost, example.org" in html
+    assert re.search(r"\d+ received · \d+ sent", html)  # stanza totals from the metrics
     assert f"Logged in as {ADMIN}." in html  # once
     for path, title in [
         ("/admin/sessions", "Sessions"),

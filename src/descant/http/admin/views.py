@@ -199,6 +199,7 @@ async def overview(server: Server, started: float) -> dict[str, object]:
         "occupants": sum(len(r.occupants) for s in services for r in s.rooms.values()),
         "s2s_out": len(server.s2s.outgoing),
         "s2s_in": len(server.s2s.incoming),
+        "stanzas": server.metrics.stanza_totals(),  # None when metrics are off
     }
 
 
