@@ -17,7 +17,8 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from descant.config import Config, parse_duration, parse_listen
+from descant.config import Config, parse_duration
+from descant.http.urls import public_base
 from descant.storage.api import Invite, Storage
 
 TOKEN_BYTES = 24
@@ -52,22 +53,8 @@ def xmpp_uri(invite: Invite) -> str:
 
 
 def http_base(cfg: Config, domain: str) -> str:
-    """The public base URL of the HTTP listener for ``domain``'s people: under
-    ``http.external_url``, else the first HTTPS listener, else the first HTTP one (a
-    wildcard address replaced by the domain); "" with no listener."""
-    if cfg.http.external_url:
-        return cfg.http.external_url.rstrip("/")
-    listeners = [("https", a) for a in cfg.http.tls_listen] + [("http", a) for a in cfg.http.listen]
-    if not listeners:
-        return ""
-    scheme, addr = listeners[0]
-    host, port = parse_listen(addr)
-    if host in ("", "0.0.0.0", "::"):
-        host = domain
-    elif ":" in host:
-        host = f"[{host}]"
-    netloc = host if port == {"http": 80, "https": 443}[scheme] else f"{host}:{port}"
-    return f"{scheme}://{netloc}"
+    """The public base URL of the HTTP listener for ``domain``'s people (http/urls.py)."""
+    return public_base(cfg, domain)
 
 
 def landing_url(cfg: Config, invite: Invite) -> str:

@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from descant import forms
-from descant.config import parse_duration, parse_listen
+from descant.config import parse_duration
 from descant.errors import StanzaError
 from descant.features.upload.files import FileStore, new_slot_id
 from descant.features.upload.http import UploadHTTP, valid_content_type
+from descant.http.urls import public_base
 from descant.modules import Module
 from descant.routing.router import StanzaEvent
 from descant.stanza import error_reply, iq_result
@@ -62,25 +63,12 @@ def safe_filename(name: str) -> str:
 
 
 def default_url_base(cfg: Config, domain: str) -> str:
-    """Where clients reach ``/upload`` when ``upload.url_base`` is empty: under
-    ``http.external_url``, else on the first HTTPS listener, else the first HTTP one
-    (a wildcard address is replaced by the domain's name); "" with no listener."""
+    """Where clients reach ``/upload`` when ``upload.url_base`` is empty: under the
+    listener's public base URL (http/urls.py); "" with no listener."""
     if cfg.upload.url_base:
         return cfg.upload.url_base.rstrip("/")
-    if cfg.http.external_url:
-        return cfg.http.external_url.rstrip("/") + "/upload"
-    listeners = [("https", a) for a in cfg.http.tls_listen] + [("http", a) for a in cfg.http.listen]
-    if not listeners:
-        return ""
-    scheme, addr = listeners[0]
-    host, port = parse_listen(addr)
-    if host in ("", "0.0.0.0", "::"):
-        host = domain
-    elif ":" in host:
-        host = f"[{host}]"
-    default_port = {"http": 80, "https": 443}[scheme]
-    netloc = host if port == default_port else f"{host}:{port}"
-    return f"{scheme}://{netloc}/upload"
+    base = public_base(cfg, domain)
+    return f"{base}/upload" if base else ""
 
 
 class UploadModule(Module):
