@@ -12,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import inspect
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from bench.proc import cpu_seconds, memory_kib
@@ -317,16 +315,16 @@ level = "warning"
 
     async def _fill_archive(self, owner: str, contacts: list[str], n: int) -> list[tuple[str, str]]:
         """Entries as the archive module makes them (features/mam/module.py
-        ``MamModule._entry``): an id from the module's own allocator, the message
+        ``MamModule._entry``): an id from the archive's allocator (``MamIds``), the message
         serialized with the archive's stanza-id on incoming ones, in batches through
         ``MamStore.add`` as its background writer does."""
         import xml.etree.ElementTree as ET
 
         from descant.storage import open_storage
-        from descant.storage.api import MamEntry, mam_key, mam_stamp
+        from descant.storage.api import MamEntry, MamIds, mam_key, mam_stamp
         from descant.xml.serialize import serialize
 
-        new_id = _archive_id_allocator()
+        ids = MamIds()
         me = f"{owner}@{DOMAIN}"
         start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=10 * n)
         storage = open_storage(f"sqlite:///{self.db}", str(self.dir))
@@ -338,10 +336,8 @@ level = "warning"
                 contact = f"{contacts[(i // 2) % len(contacts)]}@{DOMAIN}"
                 outgoing = i % 2 == 0
                 stamp = start + datetime.timedelta(seconds=10 * i)
-                id_ = new_id(stamp)
-                key = mam_key(id_)
-                if key is not None:  # time-ordered ids: the key's time is the stamp
-                    stamp = mam_stamp(key)
+                id_ = ids.next(stamp)
+                stamp = mam_stamp(mam_key(id_) or 0)  # the key's time is the stamp
                 attrs = (
                     {"to": contact, "type": "chat", "id": f"m{i}", "from": f"{me}/bench"}
                     if outgoing
@@ -373,23 +369,6 @@ level = "warning"
 
 
 ARCHIVE_BATCH = 1000  # messages per MamStore.add in fill_archive
-
-
-def _archive_id_allocator() -> Callable[[datetime.datetime], str]:
-    """The archive module's id allocator (``new_archive_id`` in
-    descant.features.mam.module), called as that module calls it: with no argument,
-    or with the message's time if it takes one (time-ordered ids)."""
-    from descant.features.mam import module as mam
-
-    allocate = getattr(mam, "new_archive_id", None)
-    if allocate is None:
-        raise RuntimeError(
-            "descant.features.mam.module.new_archive_id is gone: bench/servers.py "
-            "must use the archive's id allocator wherever it now lives"
-        )
-    if inspect.signature(allocate).parameters:
-        return lambda stamp: str(allocate(stamp))
-    return lambda stamp: str(allocate())
 
 
 def _lua(s: str) -> str:

@@ -64,12 +64,6 @@ EXPIRE_EVERY = 600.0  # seconds between expiry runs
 _IDS = MamIds()
 
 
-def new_archive_id(now: datetime) -> str:
-    """A new archive id (XEP-0359 stanza-id) for a message archived at ``now``: a
-    time-ordered key (``MamIds``) whose time is the message's stamp."""
-    return _IDS.next(now)
-
-
 def origin_id(stanza: ET.Element) -> str:
     """What a sender retracts a message by: its origin-id, else its id (XEP-0424 §4)."""
     oid = stanza.find(_ORIGIN_ID)
