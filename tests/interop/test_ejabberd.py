@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.both_ways import chat_both_ways, pep_both_ways, subscribe_both_ways
 from tests.interop.ejabberd import Ejabberd, unavailable
-from tests.interop.pep_both_ways import pep_both_ways
 from tests.interop.prosody import ScratchCA
-from tests.interop.test_prosody import _sub, _until
 from tests.live import Client, LiveServer, connect_slixmpp, disconnect, free_port
 
 UNAVAILABLE = unavailable()
@@ -122,14 +121,7 @@ async def test_messages_both_ways(peers: Peers) -> None:
     alice = await peers.descant_user()
     carol = await peers.ejabberd_user()
     try:
-        alice.send_message(mto=carol.boundjid.bare, mbody="hello ejabberd", mtype="chat")
-        msg = await carol.next_message(timeout=20)
-        assert msg["body"] == "hello ejabberd"
-        assert msg["from"].full == alice.boundjid.full
-        carol.send_message(mto=alice.boundjid.full, mbody="hello descant", mtype="chat")
-        msg = await alice.next_message(timeout=20)
-        assert msg["body"] == "hello descant"
-        assert msg["from"].full == carol.boundjid.full
+        await chat_both_ways(alice, carol, "ejabberd")
     finally:
         await disconnect(alice, carol)
     # ejabberd → Descant: our EXTERNAL accepted its certificate for ejabberd.test.
@@ -173,32 +165,7 @@ async def test_dialback_both_ways(peers: Peers) -> None:
 
 async def test_presence_subscription_both_ways(peers: Peers) -> None:
     """RFC 6121 §3.1: a subscription handshake started on each side reaches "both"."""
-    alice = await peers.descant_user()
-    carol = await peers.ejabberd_user()
-    a, c = alice.boundjid.bare, carol.boundjid.bare
-    try:
-        # slixmpp's default roster policy approves and subscribes back.
-        alice.send_presence_subscription(pto=c)
-        await _until(lambda: _sub(alice, c) == "both" and _sub(carol, a) == "both")
-        carol.send_presence(pstatus="from ejabberd")
-        p = await alice.next_presence(
-            lambda p: p["from"].bare == c and p["status"] == "from ejabberd", timeout=15
-        )
-        assert p["from"].full == carol.boundjid.full
-        alice.send_presence(pstatus="from descant")
-        await carol.next_presence(
-            lambda p: p["from"].bare == a and p["status"] == "from descant", timeout=15
-        )
-    finally:
-        await disconnect(alice, carol)
-    dave = await peers.ejabberd_user()
-    erin = await peers.descant_user()
-    try:
-        dave.send_presence_subscription(pto=erin.boundjid.bare)
-        d, e = dave.boundjid.bare, erin.boundjid.bare
-        await _until(lambda: _sub(dave, e) == "both" and _sub(erin, d) == "both")
-    finally:
-        await disconnect(dave, erin)
+    await subscribe_both_ways(peers.descant_user, peers.ejabberd_user, "ejabberd")
 
 
 async def test_iq_both_ways(peers: Peers) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from slixmpp.exceptions import IqError
 
-from tests.interop.pep_both_ways import pep_both_ways
+from tests.interop.both_ways import chat_both_ways, pep_both_ways, subscribe_both_ways
 from tests.interop.prosody import Prosody, ScratchCA, available
 from tests.live import Client, LiveServer, connect_slixmpp, disconnect, free_port
 
@@ -111,31 +111,12 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     assert code == 0, descant.log()[-3000:]
 
 
-async def _until(cond: object, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.1)
-
-
-def _sub(client: Client, jid: str) -> str:
-    roster = client.client_roster
-    return roster[jid]["subscription"] if jid in roster else "absent"
-
-
 async def test_messages_both_ways(peers: Peers) -> None:
     """RFC 6121 §5: chat messages Descant → Prosody and back, full and bare JIDs."""
     alice = await peers.descant_user()
     carol = await peers.prosody_user()
     try:
-        alice.send_message(mto=carol.boundjid.bare, mbody="hello prosody", mtype="chat")
-        msg = await carol.next_message(timeout=20)
-        assert msg["body"] == "hello prosody"
-        assert msg["from"].full == alice.boundjid.full
-        carol.send_message(mto=alice.boundjid.full, mbody="hello descant", mtype="chat")
-        msg = await alice.next_message(timeout=20)
-        assert msg["body"] == "hello descant"
-        assert msg["from"].full == carol.boundjid.full
+        await chat_both_ways(alice, carol, "prosody")
         # Prosody's certificate verifies for prosody.test (test CA), so it used SASL
         # EXTERNAL (XEP-0178) on its stream to us rather than dialback.
         assert "prosody.test authenticated by certificate (EXTERNAL)" in peers.descant.log()
@@ -145,32 +126,7 @@ async def test_messages_both_ways(peers: Peers) -> None:
 
 async def test_presence_subscription_both_ways(peers: Peers) -> None:
     """RFC 6121 §3.1: a subscription handshake started on each side reaches "both"."""
-    alice = await peers.descant_user()
-    carol = await peers.prosody_user()
-    a, c = alice.boundjid.bare, carol.boundjid.bare
-    try:
-        # slixmpp's default roster policy approves and subscribes back.
-        alice.send_presence_subscription(pto=c)
-        await _until(lambda: _sub(alice, c) == "both" and _sub(carol, a) == "both")
-        carol.send_presence(pstatus="from prosody")
-        p = await alice.next_presence(
-            lambda p: p["from"].bare == c and p["status"] == "from prosody", timeout=15
-        )
-        assert p["from"].full == carol.boundjid.full
-        alice.send_presence(pstatus="from descant")
-        p = await carol.next_presence(
-            lambda p: p["from"].bare == a and p["status"] == "from descant", timeout=15
-        )
-    finally:
-        await disconnect(alice, carol)
-    dave = await peers.prosody_user()
-    erin = await peers.descant_user()
-    try:
-        dave.send_presence_subscription(pto=erin.boundjid.bare)
-        d, e = dave.boundjid.bare, erin.boundjid.bare
-        await _until(lambda: _sub(dave, e) == "both" and _sub(erin, d) == "both")
-    finally:
-        await disconnect(dave, erin)
+    await subscribe_both_ways(peers.descant_user, peers.prosody_user, "prosody")
 
 
 async def test_iq_both_ways(peers: Peers) -> None:
